@@ -1,0 +1,185 @@
+"""Model sizes: one dataclass holding every architecture hyperparameter, and a registry of named sizes.
+
+The field names follow the original's argument names (``encoder_embed_dim``, ``resnet_type``...) so
+that a checkpoint's ``cfg.model`` / ``args`` maps onto this class field by field
+(see :func:`OFAConfig.from_original`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from openofa.errors import OFAError
+
+RESNET_LAYERS = {"resnet50": (3, 4, 6), "resnet101": (3, 4, 23), "resnet152": (3, 8, 36)}
+
+
+@dataclass
+class OFAConfig:
+    # transformer
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    encoder_embed_dim: int = 768
+    decoder_embed_dim: int = 768
+    encoder_attention_heads: int = 12
+    decoder_attention_heads: int = 12
+    encoder_ffn_embed_dim: int = 3072
+    decoder_ffn_embed_dim: int = 3072
+    # image trunk
+    resnet_type: str = "resnet101"
+    resnet_drop_path_rate: float = 0.0
+    # vocabulary
+    vocab_size: int = 59457
+    pad: int = 1
+    bos: int = 0
+    eos: int = 2
+    unk: int = 3
+    num_bins: int = 1000
+    code_dict_size: int = 8192
+    language: str = "en"  # "en" (GPT-2 BPE) or "zh" (BERT wordpiece)
+    # positions
+    max_source_positions: int = 1024
+    max_target_positions: int = 1024
+    token_bucket_size: int = 256
+    image_bucket_size: int = 42
+    attn_scale_factor: float = 2.0
+    code_image_size: int = 128
+    # normformer-style extras used by every official checkpoint
+    scale_attn: bool = True
+    scale_fc: bool = True
+    scale_heads: bool = True
+    scale_resids: bool = False
+    # regularisation (training only; zero at inference)
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    encoder_drop_path_rate: float = 0.0
+    decoder_drop_path_rate: float = 0.0
+    # task-level settings carried with a checkpoint (do not change parameter shapes)
+    patch_image_size: int = 480
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.resnet_type not in RESNET_LAYERS:
+            raise OFAError(
+                f"unknown resnet_type {self.resnet_type!r}; expected one of {sorted(RESNET_LAYERS)}"
+            )
+        for side in ("encoder", "decoder"):
+            dim = getattr(self, f"{side}_embed_dim")
+            heads = getattr(self, f"{side}_attention_heads")
+            if dim % heads:
+                raise OFAError(f"{side}_embed_dim {dim} is not divisible by {side}_attention_heads {heads}")
+        if self.encoder_embed_dim != self.decoder_embed_dim:
+            raise OFAError("encoder_embed_dim and decoder_embed_dim must be equal (embeddings are shared)")
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return self.encoder_embed_dim
+
+    @property
+    def resnet_layers(self) -> tuple[int, int, int]:
+        return RESNET_LAYERS[self.resnet_type]
+
+    @property
+    def bin_0(self) -> int:
+        """Id of ``<bin_0>``: the location tokens are the last ``num_bins`` entries."""
+        return self.vocab_size - self.num_bins
+
+    @property
+    def code_0(self) -> int:
+        return self.vocab_size - self.num_bins - self.code_dict_size
+
+    # ---- (de)serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "OFAConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise OFAError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**dict(data))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OFAConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise OFAError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_original(cls, args: Mapping[str, Any], base: "OFAConfig | None" = None) -> "OFAConfig":
+        """Build from the original's ``cfg['model']`` (plus ``cfg['task']``) or ``vars(args)``.
+
+        Fields the mapping does not mention keep the value of ``base`` (or the size named by
+        the mapping's ``arch``/``_name``), exactly as the original's architecture functions
+        fill in defaults.
+        """
+        if base is None:
+            arch = args.get("arch") or args.get("_name")
+            base = get_config(arch) if isinstance(arch, str) and arch in _ARCH_ALIASES else cls()
+        values = base.to_dict()
+        for f in fields(cls):
+            if f.name in ("extra", "language"):
+                continue
+            if f.name in args and args[f.name] is not None:
+                values[f.name] = type(getattr(base, f.name))(args[f.name])
+        bpe = args.get("bpe")
+        if bpe == "bert" or "BERT_CN" in str(args.get("bpe_dir", "")):
+            values["language"] = "zh"
+        return cls(**values)
+
+
+def _size(layers: tuple[int, int], dim: int, heads: int, ffn: int, resnet: str, **kw: Any) -> OFAConfig:
+    return OFAConfig(
+        encoder_layers=layers[0],
+        decoder_layers=layers[1],
+        encoder_embed_dim=dim,
+        decoder_embed_dim=dim,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_embed_dim=ffn,
+        decoder_ffn_embed_dim=ffn,
+        resnet_type=resnet,
+        **kw,
+    )
+
+
+# Chinese models share the architecture but use the BERT vocabulary:
+# 4 specials + 21128 wordpieces + <mask> + 8192 codes + 1000 bins = 30325.
+ZH_VOCAB_SIZE = 30325
+
+_REGISTRY = {
+    "tiny": lambda: _size((4, 4), 256, 4, 1024, "resnet50"),
+    "medium": lambda: _size((4, 4), 512, 8, 2048, "resnet101"),
+    "base": lambda: _size((6, 6), 768, 12, 3072, "resnet101"),
+    "large": lambda: _size((12, 12), 1024, 16, 4096, "resnet152"),
+    "huge": lambda: _size((24, 12), 1280, 16, 5120, "resnet152"),
+    "base-zh": lambda: _size((6, 6), 768, 12, 3072, "resnet101", vocab_size=ZH_VOCAB_SIZE, language="zh"),
+    "large-zh": lambda: _size((12, 12), 1024, 16, 4096, "resnet152", vocab_size=ZH_VOCAB_SIZE, language="zh"),
+}
+# names the original uses for the same sizes (``--arch ofa_base``)
+_ARCH_ALIASES = {**{k: k for k in _REGISTRY}, **{f"ofa_{k}": k for k in ("tiny", "medium", "base", "large", "huge")}}
+
+
+def list_sizes() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_config(name: str, **overrides: Any) -> OFAConfig:
+    """The config of a named size (``tiny``... ``huge``, ``base-zh``, ``large-zh``; ``ofa_base`` works too)."""
+    key = _ARCH_ALIASES.get(name)
+    if key is None:
+        raise OFAError(f"unknown model size {name!r}; known sizes: {', '.join(_REGISTRY)}")
+    cfg = _REGISTRY[key]()
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg

@@ -1,0 +1,7 @@
+"""The OFA network: ResNet trunk, encoder, decoder, attention. See ofa.py for the entry points."""
+
+from openofa.model.decoder import DecoderCache
+from openofa.model.encoder import EncoderOutput
+from openofa.model.ofa import OFAModel, build_model, init_weights
+
+__all__ = ["OFAModel", "build_model", "init_weights", "EncoderOutput", "DecoderCache"]

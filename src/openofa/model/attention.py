@@ -1,0 +1,63 @@
+"""Multi-head attention with an additive bias, as OFA uses it.
+
+Differences from a stock attention layer, all from the original:
+* queries are scaled by ``(head_dim * attn_scale_factor) ** -0.5`` (factor 2 in every size);
+* every call receives an additive float bias (absolute + relative position bias, causal and
+  padding masks folded in as ``-inf``);
+* ``scale_heads``: a learned per-head multiplier ``c_attn`` on each head's output before ``out_proj``.
+
+The arithmetic runs through ``F.scaled_dot_product_attention`` (fused kernels on CPU and GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, scale_factor: float = 2.0, scale_heads: bool = True,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.scaling = (self.head_dim * scale_factor) ** -0.5
+        self.dropout = dropout
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.c_attn = nn.Parameter(torch.ones(heads)) if scale_heads else None
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, H, T, head_dim)."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def project_q(self, x: torch.Tensor) -> torch.Tensor:
+        return self.split_heads(self.q_proj(x))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Heads-first q (B, H, T, d), k/v (B, H, S, d), bias broadcastable to (B, H, T, S) -> (B, H, T, d)."""
+        if bias is not None and bias.dtype != q.dtype:
+            bias = bias.to(q.dtype)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scaling)
+        if self.c_attn is not None:
+            out = out * self.c_attn.to(out.dtype)[:, None, None]
+        return out
+
+    def merge(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, d) -> out_proj of (B, T, C)."""
+        b, h, t, d = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, h * d))
+
+    def forward(self, x: torch.Tensor, kv_input: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Batch-first attention of ``x`` (B, T, C) over ``kv_input`` (B, S, C), self-attention when None."""
+        k, v = self.project_kv(x if kv_input is None else kv_input)
+        return self.merge(self.attend(self.project_q(x), k, v, bias))

@@ -1,0 +1,184 @@
+"""The OFA decoder, teacher-forced or one step at a time with a KV cache.
+
+Decoder inputs get ``embed_tokens + embed_positions`` then ``layernorm_embedding``. Each layer's
+self-attention bias is ``self_pos_q(pos_ln(P)) @ self_pos_k(pos_ln(P))^T`` plus the per-layer
+relative text bias; the cross-attention bias is ``cross_pos_q(pos_ln(P)) @ cross_pos_k(E)^T`` with
+E the encoder's normalised position embeddings. Output logits use the shared token embedding.
+
+:class:`DecoderCache` holds, per layer, the self-attention keys/values of earlier steps (in
+preallocated buffers) and the cross-attention keys/values, computed once per input and shared by
+all beams of that input (beams are folded into the query axis instead of copying them).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from openofa.config import OFAConfig
+from openofa.model.encoder import EncoderOutput, key_padding_bias
+from openofa.model.layers import DecoderLayer
+from openofa.model.positions import image_rel_table_rows, token_rel_bucket
+
+
+class _SelfKV:
+    """Preallocated self-attention keys/values of one layer: (N, H, max_len, d)."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, h, t, d = k.shape
+        end = self.length + t
+        if self.k is None or end > self.k.shape[2]:
+            cap = max(end, 2 * (self.k.shape[2] if self.k is not None else 16))
+            k_new, v_new = k.new_empty(n, h, cap, d), v.new_empty(n, h, cap, d)
+            if self.k is not None:
+                k_new[:, :, : self.length] = self.k[:, :, : self.length]
+                v_new[:, :, : self.length] = self.v[:, :, : self.length]
+            self.k, self.v = k_new, v_new
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, order: torch.Tensor) -> None:
+        if self.k is not None:
+            self.k = self.k.index_select(0, order)
+            self.v = self.v.index_select(0, order)
+
+
+class DecoderCache:
+    """Incremental-decoding state for N = B * group decoder rows (row r decodes input r // group)."""
+
+    def __init__(self, enc: EncoderOutput, cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
+                 cross_pos_k: torch.Tensor, group: int, max_len: int | None = None) -> None:
+        self.enc = enc
+        self.cross_kv = cross_kv
+        self.cross_pos_k = cross_pos_k  # (B, H, S, d)
+        self.enc_pad_bias = key_padding_bias(enc.padding_mask, cross_pos_k.dtype)  # (B, 1, 1, S)
+        self.group = group
+        self.self_kv = [_SelfKV() for _ in cross_kv]
+        self.step = 0
+
+    @property
+    def num_rows(self) -> int:
+        return self.enc.batch_size * self.group
+
+    def reorder(self, new_order: torch.Tensor) -> None:
+        """Row i of the new state is old row ``new_order[i]``; rows must stay grouped by input."""
+        for kv in self.self_kv:
+            kv.reorder(new_order)
+        inputs = new_order.view(-1, self.group)[:, 0] // self.group
+        if inputs.numel() != self.enc.batch_size or not torch.equal(
+                inputs, torch.arange(inputs.numel(), device=inputs.device)):
+            self.enc = self.enc.index_select(inputs)
+            self.cross_kv = [(k.index_select(0, inputs), v.index_select(0, inputs)) for k, v in self.cross_kv]
+            self.cross_pos_k = self.cross_pos_k.index_select(0, inputs)
+            self.enc_pad_bias = self.enc_pad_bias.index_select(0, inputs)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dim, heads = cfg.decoder_embed_dim, cfg.decoder_attention_heads
+        self.num_heads = heads
+        self.pos_scaling = (dim / heads * cfg.attn_scale_factor) ** -0.5
+        self.embed_tokens = embed_tokens
+        self.layernorm_embedding = nn.LayerNorm(dim)
+        self.code_layernorm_embedding = nn.LayerNorm(dim)  # used only when decoding image codes
+        self.embed_positions = nn.Embedding(cfg.max_target_positions + 2, dim)
+        self.embed_image_positions = nn.Embedding(cfg.image_bucket_size ** 2 + 1, dim)
+        self.pos_ln = nn.LayerNorm(dim)
+        self.image_pos_ln = nn.LayerNorm(dim)
+        self.self_pos_q_linear = nn.Linear(dim, dim)
+        self.self_pos_k_linear = nn.Linear(dim, dim)
+        self.cross_pos_q_linear = nn.Linear(dim, dim)
+        self.cross_pos_k_linear = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        rates = torch.linspace(0, cfg.decoder_drop_path_rate, cfg.decoder_layers).tolist()
+        self.layers = nn.ModuleList(DecoderLayer(cfg, rates[i]) for i in range(cfg.decoder_layers))
+        self.layer_norm = nn.LayerNorm(dim)
+        self.output_projection = nn.Linear(dim, cfg.vocab_size, bias=False)
+        self.output_projection.weight = embed_tokens.weight
+        self.token_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(cfg.decoder_layers))
+        self.image_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(image_rel_table_rows(cfg.image_bucket_size), heads) for _ in range(cfg.decoder_layers))
+
+    # ---- position biases ---------------------------------------------------------------------
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, H, T, d)."""
+        return x.view(x.shape[0], x.shape[1], self.num_heads, -1).transpose(1, 2)
+
+    def cross_pos_keys(self, enc: EncoderOutput) -> torch.Tensor:
+        return self._heads(self.cross_pos_k_linear(enc.pos_embed))
+
+    def _position_biases(self, positions: torch.Tensor, enc_pos_k: torch.Tensor, enc_pad_bias: torch.Tensor):
+        """Biases for query positions ``positions`` (T,) attending to keys at 0..positions[-1].
+
+        Returns the self bias without relative part (1, H, T, K) and the cross bias (B, H, T, S)."""
+        all_pos = self.pos_ln(self.embed_positions.weight[: int(positions[-1]) + 1])[None]  # keys 0..last
+        q_pos = all_pos[:, positions]
+        self_q = self._heads(self.self_pos_q_linear(q_pos)) * self.pos_scaling
+        self_k = self._heads(self.self_pos_k_linear(all_pos))
+        self_bias = self_q @ self_k.transpose(2, 3)
+        cross_q = self._heads(self.cross_pos_q_linear(q_pos)) * self.pos_scaling
+        cross_bias = cross_q @ enc_pos_k.transpose(2, 3) + enc_pad_bias
+        return self_bias, cross_bias
+
+    def _embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(tokens) + self.embed_positions.weight[positions]
+        return self.dropout(self.layernorm_embedding(x))
+
+    def _output(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output_projection(self.layer_norm(x))
+
+    # ---- teacher forcing ---------------------------------------------------------------------
+    def forward(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput,
+                features_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, V) for every position of ``prev_output_tokens`` (B, T)."""
+        cfg = self.cfg
+        bsz, tgt_len = prev_output_tokens.shape
+        device = prev_output_tokens.device
+        positions = torch.arange(tgt_len, device=device)
+        x = self._embed(prev_output_tokens, positions)
+        enc_pad_bias = key_padding_bias(enc.padding_mask, x.dtype)
+        self_abs, cross_bias = self._position_biases(positions, self.cross_pos_keys(enc), enc_pad_bias)
+        causal = torch.full((tgt_len, tgt_len), float("-inf"), device=device, dtype=self_abs.dtype).triu_(1)
+        pad = prev_output_tokens.eq(cfg.pad)
+        self_mask = causal[None, None] + (key_padding_bias(pad, self_abs.dtype) if pad.any() else 0.0)
+        bucket = token_rel_bucket(positions, positions, cfg.token_bucket_size, cfg.max_target_positions)
+        for i, layer in enumerate(self.layers):
+            self_bias = self_abs + self.token_rel_pos_table_list[i].weight[bucket].permute(2, 0, 1)[None]
+            self_bias = (self_bias + self_mask).to(x.dtype)
+            cross_kv = layer.encoder_attn.project_kv(enc.hidden)
+            x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype))
+        return self.layer_norm(x) if features_only else self._output(x)
+
+    # ---- incremental decoding ------------------------------------------------------------------
+    def init_cache(self, enc: EncoderOutput, group: int = 1, max_len: int | None = None) -> DecoderCache:
+        cross_kv = [layer.encoder_attn.project_kv(enc.hidden) for layer in self.layers]
+        return DecoderCache(enc, cross_kv, self.cross_pos_keys(enc), group, max_len)
+
+    def step(self, tokens: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
+        """Feed the last column of ``tokens`` (N, t+1) at position t; return logits (N, V)."""
+        cfg = self.cfg
+        t = tokens.shape[1] - 1
+        if t != cache.step:
+            raise ValueError(f"decoder cache is at step {cache.step} but got a prefix of length {t + 1}")
+        device = tokens.device
+        pos = torch.tensor([t], device=device)
+        x = self._embed(tokens[:, -1:], pos)
+        self_abs, cross_bias = self._position_biases(pos, cache.cross_pos_k, cache.enc_pad_bias)
+        bucket = token_rel_bucket(pos, torch.arange(t + 1, device=device), cfg.token_bucket_size,
+                                  cfg.max_target_positions)
+        cross_bias = cross_bias.to(x.dtype)
+        for i, layer in enumerate(self.layers):
+            self_bias = (self_abs + self.token_rel_pos_table_list[i].weight[bucket].permute(2, 0, 1)[None]).to(x.dtype)
+            x = layer(x, self_bias, cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
+        cache.step += 1
+        return self._output(x)[:, -1]

@@ -1,0 +1,92 @@
+"""The OFA encoder-decoder. Task-agnostic: encode once, decode teacher-forced or step by step."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from openofa.config import OFAConfig
+from openofa.model.decoder import Decoder, DecoderCache
+from openofa.model.encoder import Encoder, EncoderOutput
+
+
+class OFAModel(nn.Module):
+    def __init__(self, config: OFAConfig) -> None:
+        super().__init__()
+        self.config = config
+        embed = nn.Embedding(config.vocab_size, config.encoder_embed_dim, padding_idx=config.pad)
+        self.encoder = Encoder(config, embed)
+        self.decoder = Decoder(config, embed)
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.embed_positions.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.embed_positions.weight.dtype
+
+    def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None,
+               patch_images: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None) -> EncoderOutput:
+        """Encode a batch: ``src_tokens`` (B, L) right-padded with ``pad``; optional images (B, 3, H, W)
+        with ``patch_masks`` (B,) telling which rows really have an image. ``src_lengths`` is
+        accepted for the original's batch layout; padding is read from the tokens."""
+        if src_tokens.shape[1] > self.config.max_source_positions:
+            from openofa.errors import OFAError
+
+            raise OFAError(f"source has {src_tokens.shape[1]} tokens; the model takes at most "
+                           f"{self.config.max_source_positions}")
+        if patch_images is not None:
+            patch_images = patch_images.to(self.dtype)
+        return self.encoder(src_tokens, patch_images, patch_masks)
+
+    def decode(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) for ``prev_output_tokens`` (B, T) (bos first)."""
+        return self.decoder(prev_output_tokens, enc)
+
+    def init_cache(self, enc: EncoderOutput, beam_size: int = 1, max_len: int | None = None) -> DecoderCache:
+        """Cache for ``enc.batch_size * beam_size`` decoder rows; row r decodes input r // beam_size."""
+        return self.decoder.init_cache(enc, beam_size, max_len)
+
+    def decode_step(self, tokens: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
+        """Next-token logits (N, V) in float32 given the whole prefix ``tokens`` (N, t+1)."""
+        return self.decoder.step(tokens, cache).float()
+
+    def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None,
+                patch_images: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None,
+                prev_output_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """The original's batch fields in, batch-first logits (B, T, V) out."""
+        if prev_output_tokens is None:
+            raise TypeError("prev_output_tokens is required")
+        enc = self.encode(src_tokens, src_lengths, patch_images, patch_masks)
+        return self.decode(prev_output_tokens, enc)
+
+
+def build_model(config: OFAConfig) -> OFAModel:
+    """An OFA model with freshly initialised weights (load a checkpoint into it for real use)."""
+    model = OFAModel(config)
+    init_weights(model)
+    return model
+
+
+@torch.no_grad()
+def init_weights(model: OFAModel) -> None:
+    """Initialisation used for training from scratch (BERT-style normal(0, 0.02) linears/embeddings,
+    zero relative-position tables, unit LayerNorms, Kaiming convolutions)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            if "rel_pos_table" in name:
+                nn.init.zeros_(m.weight)
+            else:
+                nn.init.normal_(m.weight, std=m.embedding_dim ** -0.5)
+                if m.padding_idx is not None:
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

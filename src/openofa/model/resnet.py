@@ -1,0 +1,72 @@
+"""The image trunk: a torchvision-style ResNet cut after its third stage.
+
+OFA keeps conv1/bn1/maxpool and ``layer1..layer3`` of ResNet-50/101/152 (bottleneck blocks with
+the stride on the 3x3 conv), so a 384-pixel image becomes a 24x24 grid of 1024-d features
+(stride 16). Module names match the original's ``encoder.embed_images.*`` keys.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from openofa.model.droppath import DropPath
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(identity + self.drop_path(out))
+
+
+class ResNetTrunk(nn.Module):
+    """conv7x7/2 + BN + ReLU + maxpool, then three bottleneck stages (64, 128, 256 planes)."""
+
+    out_channels = 1024
+
+    def __init__(self, layers: tuple[int, int, int], drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self._inplanes = 64
+        self.layer1 = self._stage(64, layers[0], 1, drop_path_rate)
+        self.layer2 = self._stage(128, layers[1], 2, drop_path_rate)
+        self.layer3 = self._stage(256, layers[2], 2, drop_path_rate)
+
+    def _stage(self, planes: int, blocks: int, stride: int, drop_path_rate: float) -> nn.Sequential:
+        out = planes * Bottleneck.expansion
+        downsample = None
+        if stride != 1 or self._inplanes != out:
+            downsample = nn.Sequential(
+                nn.Conv2d(self._inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out)
+            )
+        # as in the original: drop-path rates rise linearly within a stage, the first block never drops
+        rates = torch.linspace(0, drop_path_rate, blocks).tolist()
+        mods = [Bottleneck(self._inplanes, planes, stride, downsample)]
+        self._inplanes = out
+        mods += [Bottleneck(out, planes, drop_path=rates[i]) for i in range(1, blocks)]
+        return nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer3(self.layer2(self.layer1(x)))
