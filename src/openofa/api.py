@@ -1,0 +1,226 @@
+"""The Python API: ``m = openofa.load(path); m.caption(image)``.
+
+:class:`OFA` owns one model, its tokenizer and the shared generator; each task (``openofa.tasks``)
+only builds inputs and reads outputs. Every method takes one input or a list and answers in kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from openofa.errors import OFAError
+from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_candidates
+from openofa.tasks import TASKS, Example, Task
+from openofa.text.tokenizer import OFATokenizer
+from openofa.vision.io import load_image
+from openofa.vision.transforms import collate_images, patch_resize_transform, refcoco_transform
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise OFAError(f"unknown dtype {dtype!r}; expected one of fp32, bf16, fp16")
+    return _DTYPES[dtype]
+
+
+class OFA:
+    """A loaded model ready for every task."""
+
+    def __init__(self, model, *, image_size: int | None = None, task_settings: dict | None = None,
+                 batch_size: int = 8) -> None:
+        self.model = model.eval()
+        self.tokenizer = OFATokenizer.from_language(model.config.language)
+        #: image side for all tasks; None = the checkpoint's / each task's own default
+        self.image_size = image_size
+        self.task_settings = dict(task_settings or {})
+        self.batch_size = batch_size
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, ema: bool = False, device: str | None = None,
+             dtype: str | torch.dtype | None = None, image_size: int | None = None) -> "OFA":
+        """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``)."""
+        from openofa.checkpoints import load_checkpoint
+        from openofa.model import OFAModel
+
+        if path is None:
+            raise OFAError("no model given: pass a checkpoint path (official .pt, HF folder, or ours)")
+        config, state_dict, meta = load_checkpoint(path, ema=ema)
+        model = OFAModel(config)
+        model.load_state_dict(state_dict, strict=True)
+        model = model.to(device=device or "cpu", dtype=resolve_dtype(dtype))
+        task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}
+        return cls(model, image_size=image_size, task_settings=task)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---- helpers used by the tasks -------------------------------------------------------------
+    def task_image_size(self, task: Task) -> int:
+        if self.image_size is not None:
+            return int(self.image_size)
+        if task.name == "ground":
+            return task.image_size  # grounding always uses its own 512 transform
+        size = self.task_settings.get("patch_image_size")
+        return int(size) if size else task.image_size
+
+    def image_tensor(self, image, task: Task, return_size: bool = False):
+        img = load_image(image)
+        size = self.task_image_size(task)
+        if task.name == "ground":
+            out = refcoco_transform(img, size=size, max_size=size)
+            tensor = out.patch_image
+        else:
+            tensor = patch_resize_transform(img, size)
+        return (tensor, img.size[0], img.size[1]) if return_size else tensor
+
+    def decode_text(self, tokens: torch.Tensor | Sequence[int]) -> str:
+        ids = [int(t) for t in tokens]
+        return self.tokenizer.decode([t for t in ids if t != self.tokenizer.eos])
+
+    def answer_trie(self, answers: Iterable[str]) -> Trie:
+        tok = self.tokenizer
+        return Trie.from_answers((tok.encode(" " + a) for a in answers), bos=tok.bos, eos=tok.eos)
+
+    def _collate(self, examples: list[Example]) -> dict[str, torch.Tensor | None]:
+        pad = self.tokenizer.pad
+        width = max(len(e.src) for e in examples)
+        src = torch.full((len(examples), width), pad, dtype=torch.long)
+        for i, e in enumerate(examples):
+            src[i, : len(e.src)] = torch.tensor(e.src, dtype=torch.long)
+        lengths = torch.tensor([len(e.src) for e in examples])
+        images = masks = None
+        if any(e.image is not None for e in examples):
+            images, masks = collate_images([e.image for e in examples])
+            images, masks = images.to(self.device), masks.to(self.device)
+        return {"src_tokens": src.to(self.device), "src_lengths": lengths.to(self.device),
+                "patch_images": images, "patch_masks": masks}
+
+    def generate(self, examples: list[Example], defaults: dict[str, Any], constraints: Trie | None = None,
+                 **overrides: Any):
+        """Best hypothesis per example with the task's decoding ``defaults`` updated by ``overrides``."""
+        known = {f.name for f in dataclasses.fields(GenerationConfig)}
+        bad = sorted(set(overrides) - known)
+        if bad:
+            raise OFAError(f"unknown decoding option(s): {', '.join(bad)}")
+        settings = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        gen = SequenceGenerator(GenerationConfig(**settings))
+        batch = self._collate(examples)
+        prefix = None
+        if any(e.prefix for e in examples):
+            width = max(len(e.prefix) for e in examples)
+            prefix = torch.full((len(examples), width), self.tokenizer.pad, dtype=torch.long)
+            for i, e in enumerate(examples):
+                prefix[i, : len(e.prefix)] = torch.tensor(e.prefix, dtype=torch.long)
+            prefix = prefix.to(self.device)
+        hypos = gen.generate(self.model, batch["src_tokens"], batch["src_lengths"], batch["patch_images"],
+                             batch["patch_masks"], prefix_tokens=prefix, constraints=constraints)
+        return [h[0] for h in hypos]
+
+    def score_candidates(self, examples: list[Example], candidates: list[list[int]]) -> torch.Tensor:
+        """(B, C) summed log-probs of each candidate (plus eos) after each example's prefix, with the
+        log-softmax renormalised over the candidates' trie as the original's evaluation does."""
+        tok = self.tokenizer
+        trie = Trie.from_answers(candidates, bos=tok.bos, eos=tok.eos)
+        batch = self._collate(examples)
+        return score_candidates(self.model, batch["src_tokens"], candidates, batch["src_lengths"],
+                                batch["patch_images"], batch["patch_masks"],
+                                prompts=[e.prefix for e in examples], constraints=trie)
+
+    # ---- running a task --------------------------------------------------------------------------
+    def run(self, task: str | Task, inputs: Sequence[dict[str, Any]], *, batch_size: int | None = None,
+            progress: bool = False, **options: Any) -> list[dict[str, Any]]:
+        """Run ``task`` on many inputs (each a dict of the task's ``prepare`` arguments), in batches."""
+        if isinstance(task, str):
+            if task not in TASKS:
+                raise OFAError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+            task = TASKS[task]()
+        bs = batch_size or self.batch_size
+        results: list[dict[str, Any]] = []
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(inputs), desc=task.name, unit="input")
+        try:
+            for start in range(0, len(inputs), bs):
+                chunk = inputs[start:start + bs]
+                examples = [task.prepare(self, **item) for item in chunk]
+                with torch.inference_mode():
+                    results.extend(task.predict(self, examples, **options))
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        return results
+
+    def _one_or_many(self, task: str, items: list[dict[str, Any]], single: bool, key: str | None, **options):
+        out = self.run(task, items, **options)
+        if key is not None:
+            out = [r[key] for r in out]
+        return out[0] if single else out
+
+    # ---- one method per task -----------------------------------------------------------------------
+    def caption(self, image, **options):
+        """Caption one image (path, bytes, base64, PIL) or a list of them."""
+        single = not isinstance(image, (list, tuple))
+        images = [image] if single else list(image)
+        return self._one_or_many("caption", [{"image": im} for im in images], single, "caption", **options)
+
+    def vqa(self, image, question: str | Sequence[str], *, answers: Sequence[str] | None = None,
+            mode: str | None = None, **options):
+        """Answer a question about an image; with ``answers`` choose among them (mode allcand or trie)."""
+        single = isinstance(question, str)
+        qs = [question] if single else list(question)
+        ims = [image] * len(qs) if not isinstance(image, (list, tuple)) else list(image)
+        if len(ims) != len(qs):
+            raise OFAError(f"vqa: {len(ims)} images for {len(qs)} questions")
+        items = [{"image": im, "question": q} for im, q in zip(ims, qs)]
+        return self._one_or_many("vqa", items, single, "answer", answers=answers, mode=mode, **options)
+
+    def ground(self, image, text: str | Sequence[str], **options):
+        """Box ``[x1, y1, x2, y2]`` (original-image pixels) of the region ``text`` describes."""
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        ims = [image] * len(texts) if not isinstance(image, (list, tuple)) else list(image)
+        items = [{"image": im, "text": t} for im, t in zip(ims, texts)]
+        return self._one_or_many("ground", items, single, "box", **options)
+
+    def entail(self, image, hypothesis: str, premise: str | None = None, **options):
+        """'yes', 'no' or 'maybe': does the image (and optional premise) support the hypothesis?"""
+        return self._one_or_many("entail", [{"image": image, "hypothesis": hypothesis, "premise": premise}],
+                                 True, "label", **options)
+
+    def classify(self, image, classes: Sequence[str], **options):
+        """The best of ``classes`` for one image or a list of images."""
+        single = not isinstance(image, (list, tuple))
+        images = [image] if single else list(image)
+        return self._one_or_many("classify", [{"image": im} for im in images], single, "label",
+                                 classes=list(classes), **options)
+
+    def classify_text(self, text: str, text2: str | None = None, *, task: str = "mnli", **options):
+        """GLUE-style text classification (mnli, rte, mrpc, qqp, qnli, cola, sst2)."""
+        return self._one_or_many("classify-text", [{"text": text, "text2": text2, "glue_task": task}],
+                                 True, "label", **options)
+
+    def summarize(self, text: str | Sequence[str], **options):
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        return self._one_or_many("summarize", [{"text": t} for t in texts], single, "summary", **options)
+
+
+def load(path: str | Path | None = None, **kwargs: Any) -> OFA:
+    """Shortcut for :meth:`OFA.load`."""
+    return OFA.load(path, **kwargs)

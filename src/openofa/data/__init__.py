@@ -1,0 +1,1 @@
+"""Input readers: the original TSV layout (more formats come with training)."""

@@ -1,0 +1,54 @@
+"""Visual grounding (RefCOCO): find the region a phrase describes.
+
+The image is resized to 512x512 (aspect ratio not kept, as in the original), the phrase goes into
+the prompt ' which region does the text " {} " describe?', and the model emits four location
+tokens ``<bin_x1> <bin_y1> <bin_x2> <bin_y2>`` (beam 5, exactly 4 tokens, no repeated trigram).
+Unlike the original we restrict decoding to location tokens (the original does not and can
+return text or a negative box), and return the box in original-image pixels, clamped to the image.
+"""
+
+from __future__ import annotations
+
+from openofa.tasks.base import Example, Task
+from openofa.text.tokenizer import REFCOCO_PROMPT, REFCOCO_PROMPT_ZH, pre_caption
+
+
+class Grounding(Task):
+    name = "ground"
+    image_size = 512
+    generation = dict(beam_size=5, min_len=4, max_len_a=0, max_len_b=4, no_repeat_ngram_size=3)
+    max_src_length = 80
+    max_image_size = 512
+
+    def prepare(self, ofa, image, text: str) -> Example:
+        from openofa.errors import OFAError
+
+        if not isinstance(text, str) or not text.strip():
+            raise OFAError("ground: the referring expression is empty")
+        tok = ofa.tokenizer
+        tensor, w, h = ofa.image_tensor(image, self, return_size=True)
+        size = tensor.shape[-1]
+        if tok.language == "zh":
+            src = tok.encode(REFCOCO_PROMPT_ZH.format(text.strip()), bos=True, eos=True)
+        else:
+            src = tok.encode(REFCOCO_PROMPT.format(pre_caption(text, self.max_src_length)), bos=True, eos=True)
+        return Example(src, tensor, info={"w": w, "h": h, "w_ratio": size / w, "h_ratio": size / h})
+
+    def predict(self, ofa, examples, restrict_to_bins: bool = True, **options):
+        cfg = ofa.model.config
+        rng = (cfg.bin_0, cfg.vocab_size) if restrict_to_bins else None
+        hypos = ofa.generate(examples, self.generation, constraint_range=rng, **options)
+        out = []
+        for ex, h in zip(examples, hypos):
+            ids = h.tokens[:-1] if len(h.tokens) and int(h.tokens[-1]) == cfg.eos else h.tokens
+            bins = [int(t) - cfg.bin_0 for t in ids[:4]]
+            if len(bins) < 4 or any(b < 0 or b >= cfg.num_bins for b in bins):
+                out.append({"box": None, "score": h.score, "tokens": [int(t) for t in ids]})
+                continue
+            v = [b / (cfg.num_bins - 1) * self.max_image_size for b in bins]
+            info = ex.info
+            box = [v[0] / info["w_ratio"], v[1] / info["h_ratio"], v[2] / info["w_ratio"], v[3] / info["h_ratio"]]
+            box = [min(max(box[0], 0.0), info["w"]), min(max(box[1], 0.0), info["h"]),
+                   min(max(box[2], 0.0), info["w"]), min(max(box[3], 0.0), info["h"])]
+            out.append({"box": box, "score": h.score})
+        return out

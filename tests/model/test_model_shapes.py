@@ -1,0 +1,63 @@
+"""Every named size builds with exactly the official key names and shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import archs
+from openofa.config import OFAConfig, get_config, list_sizes
+from openofa.errors import OFAError
+from openofa.model import build_model
+
+COMPUTED = ("version", "token_rp_bucket", "image_rp_bucket", "image_position_idx")
+
+
+@pytest.mark.parametrize("size", ["tiny", "medium", "base", "large", "huge"])
+def test_state_dict_matches_official(size):
+    info = archs()["archs"][f"ofa_{size}"]
+    with torch.device("meta"):
+        model = build_model(get_config(size))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    ref = {k: tuple(s) for k, s, _ in info["state_dict_official"] if not k.endswith(COMPUTED)}
+    assert ours == ref
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == info["num_parameters_official"]
+
+
+@pytest.mark.parametrize("size", ["tiny", "medium", "base", "large", "huge"])
+def test_config_matches_official_hyperparameters(size):
+    hp = archs()["archs"][f"ofa_{size}"]["hyperparameters_after_arch_fn_with_official_flags"]
+    cfg = get_config(size)
+    for name in ("encoder_layers", "decoder_layers", "encoder_embed_dim", "encoder_attention_heads",
+                 "encoder_ffn_embed_dim", "decoder_ffn_embed_dim", "resnet_type", "token_bucket_size",
+                 "image_bucket_size", "attn_scale_factor", "max_source_positions", "vocab_size",
+                 "scale_attn", "scale_fc", "scale_heads", "scale_resids", "code_image_size"):
+        assert getattr(cfg, name) == hp[name], name
+    assert OFAConfig.from_original({**hp, "arch": f"ofa_{size}"}) == cfg
+
+
+def test_chinese_sizes_use_bert_vocabulary():
+    for name in ("base-zh", "large-zh"):
+        cfg = get_config(name)
+        assert cfg.language == "zh" and cfg.vocab_size == 30325 and cfg.bin_0 == 29325
+    assert set(list_sizes()) >= {"tiny", "medium", "base", "large", "huge", "base-zh", "large-zh"}
+
+
+def test_unknown_size_is_a_clear_error():
+    with pytest.raises(OFAError, match="unknown model size 'gigantic'.*tiny"):
+        get_config("gigantic")
+
+
+def test_too_long_source_is_refused(tiny_model):
+    src = torch.full((1, tiny_model.config.max_source_positions + 1), 5)
+    with pytest.raises(OFAError, match="at most 1024"):
+        tiny_model.encode(src)
+
+
+def test_scale_flags_off_removes_their_keys():
+    cfg = get_config("tiny", scale_attn=False, scale_fc=False, scale_heads=False)
+    with torch.device("meta"):
+        keys = set(build_model(cfg).state_dict())
+    only_official = set(archs()["archs"]["ofa_tiny"]["keys_only_with_official_flags"])
+    assert keys.isdisjoint(only_official)
