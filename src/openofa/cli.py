@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text")
     p.add_argument("inputs", nargs="*", help="text files (one document per line) or a .tsv")
 
+    p = sub.add_parser("demo", help="caption, VQA and grounding on an example image")
+    p.add_argument("--model", "-m")
+    p.add_argument("--out", default="ofa-demo", help="folder for the example image and the drawn box")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")
     p.add_argument("dst")
@@ -241,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "convert":
             return run_convert(args)
+        if args.command == "demo":
+            from openofa.demo import run_demo
+
+            return run_demo(args.model, args.out, args.dtype)
         return run_task(args)
     except OFAError as e:
         print(f"error: {e}", file=sys.stderr)

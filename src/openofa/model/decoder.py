@@ -99,7 +99,7 @@ class Decoder(nn.Module):
         self.cross_pos_q_linear = nn.Linear(dim, dim)
         self.cross_pos_k_linear = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        rates = torch.linspace(0, cfg.decoder_drop_path_rate, cfg.decoder_layers).tolist()
+        rates = torch.linspace(0, cfg.decoder_drop_path_rate, cfg.decoder_layers, device="cpu").tolist()
         self.layers = nn.ModuleList(DecoderLayer(cfg, rates[i]) for i in range(cfg.decoder_layers))
         self.layer_norm = nn.LayerNorm(dim)
         self.output_projection = nn.Linear(dim, cfg.vocab_size, bias=False)

@@ -68,7 +68,7 @@ class Encoder(nn.Module):
         self.pos_q_linear = nn.Linear(dim, dim)
         self.pos_k_linear = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        rates = torch.linspace(0, cfg.encoder_drop_path_rate, cfg.encoder_layers).tolist()
+        rates = torch.linspace(0, cfg.encoder_drop_path_rate, cfg.encoder_layers, device="cpu").tolist()
         self.layers = nn.ModuleList(EncoderLayer(cfg, rates[i]) for i in range(cfg.encoder_layers))
         self.layer_norm = nn.LayerNorm(dim)
         self.token_rel_pos_table_list = nn.ModuleList(

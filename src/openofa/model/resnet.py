@@ -61,7 +61,7 @@ class ResNetTrunk(nn.Module):
                 nn.Conv2d(self._inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out)
             )
         # as in the original: drop-path rates rise linearly within a stage, the first block never drops
-        rates = torch.linspace(0, drop_path_rate, blocks).tolist()
+        rates = torch.linspace(0, drop_path_rate, blocks, device="cpu").tolist()
         mods = [Bottleneck(self._inplanes, planes, stride, downsample)]
         self._inplanes = out
         mods += [Bottleneck(out, planes, drop_path=rates[i]) for i in range(1, blocks)]

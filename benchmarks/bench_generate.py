@@ -1,0 +1,151 @@
+"""Caption generation speed: beam 5, 16 tokens, 384x384 images, recipe weights.
+
+Prints one table: seconds per batch for tiny/base x batch 1/8 x fp32/bf16 x KV cache on/off,
+peak memory (RSS of a fresh process per row), the ratio against this run's own baseline
+(fp32 without cache) and against the original implementation's time on this machine, and the
+machine's matmul GFLOP/s measured in the same run.
+
+    python benchmarks/bench_generate.py                 # full table (a few minutes)
+    python benchmarks/bench_generate.py --sizes tiny --batches 1 --repeat 1   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+
+import torch
+
+# The original (fairseq, fp32) on the 2-core reference machine, seconds per batch (issue figures).
+ORIGINAL_SECONDS = {("tiny", 1): 0.71, ("tiny", 8): 5.0, ("base", 1): 2.6, ("base", 8): 21.0}
+
+
+class NoCache:
+    """Adapter that recomputes the whole decoder prefix at every step (the 'cache off' rows)."""
+
+    def __init__(self, model):
+        self.model, self.config = model, model.config
+
+    def encode(self, *a, **k):
+        return self.model.encode(*a, **k)
+
+    def init_cache(self, enc, beam_size=1, max_len=None):
+        return _Rows(enc.repeat_interleave(beam_size))
+
+    def decode_step(self, tokens, cache):
+        return self.model.decode(tokens, cache.enc)[:, -1].float()
+
+
+class _Rows:
+    def __init__(self, enc):
+        self.enc = enc
+
+    def reorder(self, order):
+        self.enc = self.enc.index_select(order)
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def _row(size: str, batch: int, dtype: str, cache: bool, repeat: int, threads: int, q) -> None:
+    torch.set_num_threads(threads)
+    from openofa.checkpoints import recipe_state_dict
+    from openofa.config import get_config
+    from openofa.generation import GenerationConfig, SequenceGenerator
+    from openofa.model import OFAModel
+    from openofa.text.tokenizer import CAPTION_PROMPT, OFATokenizer
+
+    cfg = get_config(size)
+    model = OFAModel(cfg)
+    own = model.state_dict()
+    model.load_state_dict({k: v for k, v in recipe_state_dict(cfg).items() if k in own})
+    model = model.eval().to(torch.bfloat16 if dtype == "bf16" else torch.float32)
+    tok = OFATokenizer.from_language("en")
+    src = torch.tensor([tok.encode(CAPTION_PROMPT, bos=True, eos=True)] * batch)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, 384, 384, generator=g) * 2 - 1
+    masks = torch.ones(batch, dtype=torch.bool)
+    gen = SequenceGenerator(GenerationConfig(beam_size=5, max_len_a=0, max_len_b=16, min_len=1,
+                                             no_repeat_ngram_size=3))
+    runner = model if cache else NoCache(model)
+    times, tokens = [], None
+    with torch.inference_mode():
+        gen.generate(runner, src, None, images, masks)  # warm-up
+        for _ in range(repeat):
+            t = time.perf_counter()
+            out = gen.generate(runner, src, None, images, masks)
+            times.append(time.perf_counter() - t)
+            tokens = [h[0].tokens.tolist() for h in out]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    q.put({"seconds": min(times), "peak_mb": peak_mb, "tokens": tokens})
+
+
+def run_row(*args) -> dict:
+    ctx = mp.get_context("spawn")  # fresh process: peak memory belongs to this row only
+    q = ctx.Queue()
+    p = ctx.Process(target=_row, args=(*args, q))
+    p.start()
+    res = q.get()
+    p.join()
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["tiny", "base"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--cache", nargs="+", default=["on", "off"], choices=["on", "off"])
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    f32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+    print(f"matmul 1024^3, {args.threads} threads: fp32 {f32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s")
+    print(f"torch {torch.__version__}; caption generation, beam 5, 16 tokens, 384x384, recipe weights\n")
+    header = (f"{'size':5} {'batch':>5} {'dtype':5} {'cache':5} {'s/batch':>8} {'peak MB':>8} "
+              f"{'vs fp32 no-cache':>16} {'vs original':>11} {'same tokens as fp32':>19}")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for size in args.sizes:
+        for batch in args.batches:
+            base_time = None
+            ref_tokens = None
+            # fp32 without cache first: it is this run's baseline
+            order = [("fp32", "off")] + [(d, c) for d in args.dtypes for c in args.cache if (d, c) != ("fp32", "off")]
+            for dtype, cache in order:
+                if dtype not in args.dtypes and not (dtype, cache) == ("fp32", "off"):
+                    continue
+                r = run_row(size, batch, dtype, cache == "on", args.repeat, args.threads)
+                if (dtype, cache) == ("fp32", "off"):
+                    base_time = r["seconds"]
+                if (dtype, cache) == ("fp32", "on"):
+                    ref_tokens = r["tokens"]
+                orig = ORIGINAL_SECONDS.get((size, batch))
+                same = "-" if ref_tokens is None or dtype == "fp32" and cache == "on" else str(r["tokens"] == ref_tokens)
+                print(f"{size:5} {batch:>5} {dtype:5} {cache:5} {r['seconds']:8.3f} {r['peak_mb']:8.0f} "
+                      f"{base_time / r['seconds']:15.2f}x {(f'{orig / r['seconds']:.2f}x' if orig else '-'):>11} "
+                      f"{same:>19}", flush=True)
+                rows.append({"size": size, "batch": batch, "dtype": dtype, "cache": cache, **r})
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"gflops_fp32": f32, "gflops_bf16": bf16, "rows": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
