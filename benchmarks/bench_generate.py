@@ -137,9 +137,10 @@ def main(argv=None) -> int:
                     ref_tokens = r["tokens"]
                 orig = ORIGINAL_SECONDS.get((size, batch))
                 same = "-" if ref_tokens is None or dtype == "fp32" and cache == "on" else str(r["tokens"] == ref_tokens)
-                print(f"{size:5} {batch:>5} {dtype:5} {cache:5} {r['seconds']:8.3f} {r['peak_mb']:8.0f} "
-                      f"{base_time / r['seconds']:15.2f}x {(f'{orig / r['seconds']:.2f}x' if orig else '-'):>11} "
-                      f"{same:>19}", flush=True)
+                secs = r["seconds"]
+                vs_orig = f"{orig / secs:.2f}x" if orig else "-"
+                print(f"{size:5} {batch:>5} {dtype:5} {cache:5} {secs:8.3f} {r['peak_mb']:8.0f} "
+                      f"{base_time / secs:15.2f}x {vs_orig:>11} {same:>19}", flush=True)
                 rows.append({"size": size, "batch": batch, "dtype": dtype, "cache": cache, **r})
     if args.json:
         with open(args.json, "w") as fh:

@@ -1,0 +1,383 @@
+"""Beam search, greedy decoding and sampling with the same results as the original generator.
+
+The search follows OFA's ``SequenceGenerator`` driven by fairseq's ``BeamSearch`` (or
+``Sampling``): decoding starts from bos, each step takes the best ``2 * beam`` candidates,
+candidates ending in eos among the first ``beam`` are finalized, the first ``beam`` others
+continue, and a sentence is done once it has ``beam`` finalized hypotheses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from openofa.errors import OFAError
+from openofa.generation.constraints import NEG_INF, TokenRange, Trie
+
+
+@dataclass
+class GenerationConfig:
+    """Search settings; names follow the original's command-line options."""
+
+    beam_size: int = 5
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+    min_len: int = 1
+    max_len: Optional[int] = None  # hard cap; None = model.config.max_target_positions - 1
+    normalize_scores: bool = True  # False = the original's --unnormalized
+    len_penalty: float = 1.0
+    unk_penalty: float = 0.0
+    temperature: float = 1.0
+    no_repeat_ngram_size: int = 0
+    sampling: bool = False
+    sampling_topk: int = -1
+    sampling_topp: float = -1.0
+    constraint_range: Optional[object] = None  # (start, end), "start,end" or TokenRange
+    nbest: Optional[int] = None  # hypotheses returned per input; None = beam_size
+    seed: Optional[int] = None  # sampling only: seed of a private torch.Generator
+
+    def __post_init__(self):
+        if self.beam_size < 1:
+            raise OFAError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.temperature <= 0:
+            raise OFAError(f"temperature must be > 0, got {self.temperature}")
+        if not self.sampling and (self.sampling_topk > 0 or self.sampling_topp > 0):
+            raise OFAError("sampling_topk / sampling_topp need sampling=True")
+        if self.constraint_range is not None:
+            self.constraint_range = TokenRange.parse(self.constraint_range)
+
+
+@dataclass
+class Hypothesis:
+    """One finished output: ``tokens`` end with eos (no bos); ``positional_scores`` are the
+    per-token log-probs (eos included); ``score`` is their sum, divided by
+    ``len(tokens) ** len_penalty`` when scores are normalized."""
+
+    tokens: torch.Tensor
+    score: float
+    positional_scores: torch.Tensor
+
+
+class SequenceGenerator:
+    """Batched beam search / sampling over a model exposing ``encode``, ``init_cache``,
+    ``decode_step`` and ``config`` (see :mod:`openofa.model`)."""
+
+    def __init__(self, config: GenerationConfig | None = None, **overrides):
+        config = config or GenerationConfig()
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+
+    def max_length(self, src_len: int, model_config) -> int:
+        """``min(int(max_len_a * src_len + max_len_b), cap)``; src_len is the padded width."""
+        cfg = self.config
+        cap = cfg.max_len if cfg.max_len is not None else model_config.max_target_positions - 1
+        return min(int(cfg.max_len_a * src_len + cfg.max_len_b), int(cap))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model,
+        src_tokens: torch.Tensor,
+        src_lengths: torch.Tensor | None = None,
+        patch_images: torch.Tensor | None = None,
+        patch_masks: torch.Tensor | None = None,
+        prefix_tokens: torch.Tensor | None = None,
+        constraints: Trie | None = None,
+    ) -> list[list[Hypothesis]]:
+        """Return for each input its hypotheses, best first."""
+        cfg = self.config
+        mcfg = model.config
+        pad, bos, eos, unk = int(mcfg.pad), int(mcfg.bos), int(mcfg.eos), int(mcfg.unk)
+        vocab = int(mcfg.vocab_size)
+        bsz, src_len = src_tokens.shape[:2]
+        device = src_tokens.device
+        beam = min(cfg.beam_size, vocab - 1)
+        max_len = self.max_length(src_len, mcfg)
+        if cfg.min_len > max_len:
+            raise OFAError(f"min_len {cfg.min_len} is larger than the maximum length {max_len}")
+        n_out = beam if cfg.nbest is None else max(1, min(cfg.nbest, beam))
+        token_range: TokenRange | None = cfg.constraint_range
+        gen = None
+        if cfg.sampling and cfg.seed is not None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(int(cfg.seed))
+
+        if prefix_tokens is not None:
+            prefix_tokens = prefix_tokens.to(device).long()
+            if prefix_tokens.dim() != 2 or prefix_tokens.size(0) != bsz:
+                raise OFAError(f"prefix_tokens must be (batch, P), got {tuple(prefix_tokens.shape)}")
+
+        enc = model.encode(
+            src_tokens, src_lengths=src_lengths, patch_images=patch_images, patch_masks=patch_masks
+        )
+        cache = model.init_cache(enc, beam_size=beam, max_len=max_len + 1)
+
+        rows = bsz * beam
+        tokens = torch.full((rows, max_len + 2), pad, dtype=torch.long, device=device)
+        tokens[:, 0] = bos
+        scores = torch.zeros(rows, max_len + 1, dtype=torch.float32, device=device)
+        ignore = torch.zeros(bsz, beam, dtype=torch.bool, device=device)
+        sent_ids = list(range(bsz))  # current batch position -> input index
+        finalized: list[list[Hypothesis]] = [[] for _ in range(bsz)]
+        finished = [False] * bsz
+        remaining = bsz
+        cand_size = 2 * beam
+        beam_offsets = torch.arange(bsz, device=device).unsqueeze(1) * beam
+
+        trie_state = None
+        trie_from = None  # per row: first step at which the trie applies (prefix length)
+        if constraints is not None:
+            trie_state = constraints.advance(
+                constraints.root(rows, device), torch.full((rows,), bos, dtype=torch.long, device=device)
+            )
+            if prefix_tokens is not None:
+                trie_from = prefix_tokens.ne(pad).sum(1).repeat_interleave(beam)
+            else:
+                trie_from = torch.zeros(rows, dtype=torch.long, device=device)
+
+        for step in range(max_len + 1):
+            logits = model.decode_step(tokens[:, : step + 1], cache)
+            if cfg.temperature != 1.0:
+                logits = logits / cfg.temperature
+            if trie_state is not None:
+                allowed = constraints.mask(trie_state, logits.size(-1))
+                allowed |= (trie_from > step).unsqueeze(1)
+                logits = logits.masked_fill(~allowed, NEG_INF)
+            if token_range is not None:
+                logits = token_range.apply_(logits.clone() if trie_state is None else logits)
+            lprobs = F.log_softmax(logits.float(), dim=-1)
+
+            if prefix_tokens is not None and step < prefix_tokens.size(1) and step < max_len:
+                lprobs, tokens, scores, trie_state = self._force_prefix(
+                    step, lprobs, scores, tokens, prefix_tokens, beam, pad, eos, trie_state
+                )
+            elif step < cfg.min_len:
+                lprobs[:, eos] = NEG_INF
+            torch.nan_to_num_(lprobs, nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)  # fully masked rows
+            lprobs[:, pad] = NEG_INF
+            if cfg.unk_penalty:
+                lprobs[:, unk] -= cfg.unk_penalty
+            if step >= max_len:
+                lprobs[:, :eos] = NEG_INF
+                lprobs[:, eos + 1 :] = NEG_INF
+            if cfg.no_repeat_ngram_size > 0:
+                _block_repeated_ngrams(tokens, lprobs, step, cfg.no_repeat_ngram_size, pad)
+
+            lprobs3 = lprobs.view(bsz, beam, -1)
+            if cfg.sampling:
+                cand_scores, cand_tokens, cand_beams = _sampling_step(
+                    step, lprobs3, scores.view(bsz, beam, -1), cfg.sampling_topk, cfg.sampling_topp, gen
+                )
+            else:
+                cand_scores, cand_tokens, cand_beams = _beam_step(step, lprobs3, scores.view(bsz, beam, -1))
+            cand_rows = cand_beams + beam_offsets
+
+            # candidates ending in eos among the first `beam` are finalized
+            eos_mask = cand_tokens.eq(eos) & cand_scores.ne(NEG_INF)
+            eos_mask[:, :beam][ignore] = False
+            eos_top = eos_mask[:, :beam]
+            done_now: list[int] = []
+            if bool(eos_top.any()):
+                done_now = self._finalize(
+                    step,
+                    cand_rows[:, :beam][eos_top],
+                    cand_scores[:, :beam][eos_top],
+                    tokens,
+                    scores,
+                    sent_ids,
+                    finalized,
+                    finished,
+                    beam,
+                    max_len,
+                    eos,
+                )
+                remaining -= len(done_now)
+            if remaining == 0 or step >= max_len:
+                break
+
+            keep_idx = None
+            if done_now:
+                keep = torch.ones(bsz, dtype=torch.bool)
+                keep[done_now] = False
+                keep_list = keep.nonzero().view(-1).tolist()
+                keep_idx = torch.tensor(keep_list, dtype=torch.long, device=device)
+                sent_ids = [sent_ids[i] for i in keep_list]
+                new_bsz = len(keep_list)
+                eos_mask = eos_mask[keep_idx]
+                cand_beams = cand_beams[keep_idx]
+                cand_scores = cand_scores[keep_idx]
+                cand_tokens = cand_tokens[keep_idx]
+                ignore = ignore[keep_idx]
+                if prefix_tokens is not None:
+                    prefix_tokens = prefix_tokens[keep_idx]
+                beam_offsets = beam_offsets[:new_bsz]
+                cand_rows = cand_beams + beam_offsets
+                tokens = tokens.view(bsz, -1)[keep_idx].view(new_bsz * beam, -1)
+                scores = scores.view(bsz, -1)[keep_idx].view(new_bsz * beam, -1)
+                if trie_state is not None:
+                    trie_state = trie_state.view(bsz, beam)[keep_idx].view(-1)
+                    trie_from = trie_from.view(bsz, beam)[keep_idx].view(-1)
+                bsz = new_bsz
+
+            # the first `beam` candidates that do not end (eos or ignored) continue
+            eos_mask[:, :beam] |= ignore
+            order_key = eos_mask.long() * cand_size + torch.arange(eos_mask.size(1), device=device)
+            sel_key, active = torch.topk(order_key, k=beam, dim=1, largest=False)
+            ignore = sel_key.ge(cand_size)[:, :beam]
+            active_rows = torch.gather(cand_rows, 1, active).view(-1)
+            new_tokens = torch.gather(cand_tokens, 1, active).view(-1)
+
+            tokens[:, : step + 1] = tokens[active_rows, : step + 1]
+            tokens[:, step + 1] = new_tokens
+            if step > 0:
+                scores[:, :step] = scores[active_rows, :step]
+            scores[:, step] = torch.gather(cand_scores, 1, active).view(-1)
+            if trie_state is not None:
+                trie_state = trie_state[active_rows]
+                walked = constraints.advance(trie_state, new_tokens)
+                trie_state = torch.where(trie_from <= step, walked, trie_state)
+
+            if keep_idx is not None:
+                old_rows = (keep_idx.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
+                cache.reorder(old_rows[active_rows])
+            else:
+                cache.reorder(active_rows)
+
+        out: list[list[Hypothesis]] = []
+        for hyps in finalized:
+            if hyps:
+                key = torch.tensor([h.score for h in hyps], dtype=torch.float32)
+                order = torch.sort(key, descending=True, stable=True)[1].tolist()
+                hyps = [hyps[i] for i in order]
+            out.append(hyps[:n_out])
+        return out
+
+    # ---------------------------------------------------------------------------------------
+    def _finalize(self, step, rows, eos_scores, tokens, scores, sent_ids, finalized, finished, beam, max_len, eos):
+        """Store the hypotheses that end at this step; return batch positions now finished."""
+        cfg = self.config
+        toks = tokens.index_select(0, rows)[:, 1 : step + 2]
+        toks[:, step] = eos
+        cum = scores.index_select(0, rows)[:, : step + 1]
+        cum[:, step] = eos_scores
+        pos = cum.clone()
+        pos[:, 1:] = cum[:, 1:] - cum[:, :-1]
+        if cfg.normalize_scores:
+            eos_scores = eos_scores / (step + 1) ** cfg.len_penalty
+        toks, pos = toks.cpu(), pos.cpu()
+        batch_pos = (rows // beam).tolist()
+        final_scores = eos_scores.tolist()
+        for i, b in enumerate(batch_pos):
+            hyps = finalized[sent_ids[b]]
+            if len(hyps) < beam:
+                hyps.append(Hypothesis(tokens=toks[i], score=final_scores[i], positional_scores=pos[i]))
+        done = []
+        for b in sorted(set(batch_pos)):
+            s = sent_ids[b]
+            if not finished[s] and (len(finalized[s]) == beam or step == max_len):
+                finished[s] = True
+                done.append(b)
+        return done
+
+    @staticmethod
+    def _force_prefix(step, lprobs, scores, tokens, prefix_tokens, beam, pad, eos, trie_state):
+        forced = prefix_tokens[:, step].repeat_interleave(beam)
+        forced_lp = lprobs.gather(1, forced.unsqueeze(1))
+        on = forced.ne(pad)
+        if bool(on.any()):
+            sub = torch.full_like(lprobs[on], NEG_INF)
+            sub.scatter_(1, forced[on].unsqueeze(1), forced_lp[on])
+            lprobs[on] = sub
+        ends = forced.eq(eos).view(-1, beam)[:, 0]
+        if bool(ends.any()):
+            # a prefix containing eos: every beam of that sentence copies the first beam
+            def first_beam(t):
+                t3 = t.view(-1, beam, t.size(-1))
+                t3[ends] = t3[ends][:, :1, :]
+                return t3.view(-1, t.size(-1))
+
+            tokens = first_beam(tokens)
+            scores = first_beam(scores)
+            lprobs = first_beam(lprobs)
+            if trie_state is not None:
+                trie_state = first_beam(trie_state.unsqueeze(1)).view(-1)
+        return lprobs, tokens, scores, trie_state
+
+
+def _beam_step(step: int, lprobs: torch.Tensor, scores: torch.Tensor):
+    """fairseq BeamSearch.step: top 2*beam over (beam x vocab) of cumulative scores."""
+    bsz, beam, vocab = lprobs.shape
+    if step == 0:
+        lprobs = lprobs[:, ::beam, :].contiguous()  # all beams are identical at the start
+    else:
+        lprobs = lprobs + scores[:, :, step - 1].unsqueeze(-1)
+    flat = lprobs.view(bsz, -1)
+    top_scores, top_idx = torch.topk(flat, k=min(2 * beam, flat.size(1) - 1))
+    return top_scores, top_idx.fmod(vocab), torch.div(top_idx, vocab, rounding_mode="floor")
+
+
+def _sampling_step(step, lprobs, scores, topk: int, topp: float, gen):
+    """fairseq Sampling.step: one sample per beam (beam samples of the first beam at step 0)."""
+    bsz, beam, vocab = lprobs.shape
+    if step == 0:
+        lprobs = lprobs[:, ::beam, :].contiguous()
+    top_indices = None
+    if topp > 0:
+        probs, top_indices = _topp_probs(lprobs, topp)
+    elif topk > 0:
+        lp, top_indices = lprobs.topk(topk)
+        probs = lp.exp()
+    else:
+        probs = lprobs.exp()
+    if step == 0:
+        picked = torch.multinomial(probs.view(bsz, -1), beam, replacement=True, generator=gen).view(bsz, beam)
+        probs = probs.expand(bsz, beam, -1)
+    else:
+        picked = torch.multinomial(probs.view(bsz * beam, -1), 1, replacement=True, generator=gen).view(bsz, beam)
+    cand_scores = torch.gather(probs, 2, picked.unsqueeze(-1)).log().view(bsz, -1)
+    if top_indices is not None:
+        picked = torch.gather(top_indices.expand(bsz, beam, -1), 2, picked.unsqueeze(-1)).squeeze(2)
+    if step == 0:
+        beams = picked.new_zeros(bsz, beam)
+    else:
+        beams = torch.arange(beam, device=picked.device).repeat(bsz, 1)
+        cand_scores = cand_scores + torch.gather(scores[:, :, step - 1], 1, beams)
+    return cand_scores, picked, beams
+
+
+def _topp_probs(lprobs: torch.Tensor, topp: float):
+    """Nucleus: the smallest head of the sorted distribution whose mass reaches ``topp``."""
+    probs = lprobs.exp()
+    sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
+    inside = sorted_probs.cumsum(dim=-1).lt(topp)
+    last = inside.long().cumsum(dim=-1)[:, :, -1:].clamp(0, inside.size(-1) - 1)
+    inside = inside.scatter(2, last, True)
+    width = int(last.max()) + 1
+    kept = sorted_probs[:, :, :width].masked_fill(~inside[:, :, :width], 0.0)
+    return kept, sorted_idx[:, :, :width]
+
+
+def _block_repeated_ngrams(tokens: torch.Tensor, lprobs: torch.Tensor, step: int, n: int, pad: int) -> None:
+    """Set -inf for every token that would repeat an n-gram of ``tokens[:, :step+1]`` (bos
+    included). In place. The pad id doubles as the no-op target (pad is already -inf)."""
+    if step + 2 - n <= 0:  # no complete n-gram yet
+        return
+    hist = tokens[:, : step + 1]
+    windows = hist.unfold(1, n, 1)  # (rows, step+2-n, n)
+    if n > 1:
+        tail = hist[:, step + 2 - n :]
+        match = windows[:, :, :-1].eq(tail.unsqueeze(1)).all(-1)
+    else:
+        match = torch.ones(windows.shape[:2], dtype=torch.bool, device=tokens.device)
+    banned = windows[:, :, -1].masked_fill(~match, pad)
+    lprobs.scatter_(1, banned, NEG_INF)
+
+
+def generate(model, src_tokens, src_lengths=None, config: GenerationConfig | None = None, **kwargs):
+    """Shortcut: ``SequenceGenerator(config).generate(model, src_tokens, src_lengths, **kwargs)``."""
+    return SequenceGenerator(config).generate(model, src_tokens, src_lengths, **kwargs)

@@ -1,0 +1,130 @@
+"""Score fixed candidate outputs with teacher forcing (VQA all-candidate, entailment, classes)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from openofa.errors import OFAError
+from openofa.generation.constraints import NEG_INF, Trie
+
+
+def _ids(seq) -> list[int]:
+    if isinstance(seq, torch.Tensor):
+        return [int(x) for x in seq.reshape(-1).tolist()]
+    return [int(x) for x in seq]
+
+
+def _is_sequence_of_ids(x) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.dim() <= 1
+    return all(isinstance(v, int) or (isinstance(v, torch.Tensor) and v.dim() == 0) for v in x)
+
+
+@torch.no_grad()
+def score_candidates(
+    model,
+    src_tokens: torch.Tensor,
+    candidates,
+    src_lengths: torch.Tensor | None = None,
+    patch_images: torch.Tensor | None = None,
+    patch_masks: torch.Tensor | None = None,
+    *,
+    prompts: Sequence[Sequence[int]] | None = None,
+    constraints: Trie | None = None,
+    reduction: str = "sum",
+    append_eos: bool = True,
+    chunk_size: int = 512,
+):
+    """Log-probability of candidate outputs under teacher forcing; one encoder pass per input.
+
+    ``candidates`` is either one shared list of token-id sequences (an answer list, used for
+    every input; returns a (B, C) tensor) or a list of B such lists (returns a list of B
+    1-D tensors). Candidates hold output ids without bos; eos is appended unless
+    ``append_eos=False``. The score covers every candidate token and the eos; ``reduction``
+    is ``"sum"`` or ``"mean"`` (per scored token).
+
+    ``prompts`` (optional, one per input, ids without bos) are fed to the decoder before the
+    candidate but not scored, like the original's ``decoder_prompts``. ``constraints`` (a
+    :class:`Trie` over ``[bos] + answer + [eos]``) masks the logits at each scored position to
+    the tokens allowed after ``[bos] + candidate[:i]`` before log_softmax, as the original's
+    VQA all-candidate evaluation does.
+    """
+    if reduction not in ("sum", "mean"):
+        raise OFAError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    cfg = model.config
+    pad, bos, eos = int(cfg.pad), int(cfg.bos), int(cfg.eos)
+    bsz = src_tokens.size(0)
+    device = src_tokens.device
+
+    shared = len(candidates) == 0 or _is_sequence_of_ids(candidates[0])
+    if shared:
+        per_input = [[_ids(c) for c in candidates] for _ in range(bsz)]
+    else:
+        if len(candidates) != bsz:
+            raise OFAError(f"got {len(candidates)} candidate lists for {bsz} inputs")
+        per_input = [[_ids(c) for c in group] for group in candidates]
+    if prompts is not None and len(prompts) != bsz:
+        raise OFAError(f"got {len(prompts)} prompts for {bsz} inputs")
+    prompt_ids = [_ids(p) for p in prompts] if prompts is not None else [[] for _ in range(bsz)]
+
+    # flat list of (input index, prompt, candidate)
+    items = [(i, prompt_ids[i], c) for i in range(bsz) for c in per_input[i]]
+    flat = torch.empty(len(items), dtype=torch.float32)
+    if items:
+        enc = model.encode(
+            src_tokens, src_lengths=src_lengths, patch_images=patch_images, patch_masks=patch_masks
+        )
+        for start in range(0, len(items), max(1, chunk_size)):
+            part = items[start : start + chunk_size]
+            flat[start : start + len(part)] = _score_chunk(
+                model, enc, part, pad, bos, eos, constraints, reduction, append_eos, device
+            )
+
+    sizes = [len(g) for g in per_input]
+    groups = list(torch.split(flat, sizes)) if items else [flat.new_empty(0) for _ in sizes]
+    if shared:
+        return torch.stack(groups) if bsz else flat.new_empty(0, len(candidates))
+    return groups
+
+
+def _score_chunk(model, enc, part, pad, bos, eos, trie, reduction, append_eos, device):
+    prev_rows, tgt_rows, first_scored = [], [], []
+    for _, prompt, cand in part:
+        target = cand + [eos] if append_eos else list(cand)
+        prev_rows.append([bos] + prompt + target[:-1])
+        tgt_rows.append(prompt + target)
+        first_scored.append(len(prompt))
+    width = max(len(r) for r in tgt_rows)
+    if width == 0:
+        return torch.zeros(len(part))
+    prev = torch.full((len(part), width), pad, dtype=torch.long)
+    tgt = torch.full((len(part), width), pad, dtype=torch.long)
+    scored = torch.zeros(len(part), width, dtype=torch.bool)
+    for r, (p, t, f) in enumerate(zip(prev_rows, tgt_rows, first_scored)):
+        prev[r, : len(p)] = torch.tensor(p, dtype=torch.long)
+        tgt[r, : len(t)] = torch.tensor(t, dtype=torch.long)
+        scored[r, f : len(t)] = True
+    prev, tgt, scored = prev.to(device), tgt.to(device), scored.to(device)
+
+    rows = torch.tensor([i for i, _, _ in part], dtype=torch.long, device=device)
+    logits = model.decode(prev, enc.index_select(rows)).float()
+    if trie is not None:
+        # walk [bos] + candidate tokens (the prompt is skipped, as in the original)
+        allowed = torch.ones_like(logits, dtype=torch.bool)
+        state = trie.advance(trie.root(len(part), device), torch.full((len(part),), bos, device=device))
+        firsts = torch.tensor(first_scored, device=device)
+        for j in range(width):
+            at = firsts <= j
+            m = trie.mask(state, logits.size(-1))
+            allowed[:, j] = torch.where(at.unsqueeze(1), m, allowed[:, j])
+            state = torch.where(at, trie.advance(state, tgt[:, j]), state)
+        logits = logits.masked_fill(~allowed, NEG_INF)
+    lprobs = F.log_softmax(logits, dim=-1)
+    tok_scores = lprobs.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).masked_fill(~scored, 0.0)
+    total = tok_scores.sum(1)
+    if reduction == "mean":
+        total = total / scored.sum(1).clamp(min=1)
+    return total.cpu()
