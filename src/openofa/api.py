@@ -48,8 +48,12 @@ class OFA:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None, *, ema: bool = False, device: str | None = None,
-             dtype: str | torch.dtype | None = None, image_size: int | None = None) -> "OFA":
-        """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``)."""
+             dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
+             image_size: int | None = None) -> "OFA":
+        """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``).
+
+        ``dtype`` sets the image trunk and encoder precision; the decoder stays float32 unless
+        ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`)."""
         from openofa.checkpoints import load_checkpoint
         from openofa.model import OFAModel
 
@@ -58,7 +62,8 @@ class OFA:
         config, state_dict, meta = load_checkpoint(path, ema=ema)
         model = OFAModel(config)
         model.load_state_dict(state_dict, strict=True)
-        model = model.to(device=device or "cpu", dtype=resolve_dtype(dtype))
+        model = model.to(device=device or "cpu")
+        model.set_precision(resolve_dtype(dtype), resolve_dtype(decoder_dtype))
         task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}
         return cls(model, image_size=image_size, task_settings=task)
 

@@ -24,7 +24,30 @@ class OFAModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The decoder's dtype (logits and generation run in it)."""
         return self.decoder.embed_positions.weight.dtype
+
+    @property
+    def encoder_dtype(self) -> torch.dtype:
+        return self.encoder.embed_positions.weight.dtype
+
+    @torch.no_grad()
+    def set_precision(self, encoder: torch.dtype = torch.float32, decoder: torch.dtype = torch.float32) -> "OFAModel":
+        """Inference precision per half. The image trunk and encoder hold most of the arithmetic
+        and tolerate bf16 well; the decoder decides near-ties between tokens, so keeping it in
+        float32 gives the same tokens as a full float32 run while most of the bf16 speed-up stays.
+        With different dtypes the shared token embedding is copied (the model is then for
+        inference only)."""
+        if encoder != decoder:
+            shared = self.encoder.embed_tokens.weight
+            own = nn.Embedding(shared.shape[0], shared.shape[1], padding_idx=self.config.pad,
+                               device=shared.device, dtype=encoder)
+            own.weight.copy_(shared)
+            own.weight.requires_grad_(False)
+            self.encoder.embed_tokens = own
+        self.encoder.to(encoder)
+        self.decoder.to(decoder)
+        return self
 
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None,
                patch_images: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None) -> EncoderOutput:
@@ -37,8 +60,11 @@ class OFAModel(nn.Module):
             raise OFAError(f"source has {src_tokens.shape[1]} tokens; the model takes at most "
                            f"{self.config.max_source_positions}")
         if patch_images is not None:
-            patch_images = patch_images.to(self.dtype)
-        return self.encoder(src_tokens, patch_images, patch_masks)
+            patch_images = patch_images.to(self.encoder_dtype)
+        enc = self.encoder(src_tokens, patch_images, patch_masks)
+        if self.encoder_dtype != self.dtype:
+            enc = EncoderOutput(enc.hidden.to(self.dtype), enc.padding_mask, enc.pos_embed.to(self.dtype))
+        return enc
 
     def decode(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for ``prev_output_tokens`` (B, T) (bos first)."""

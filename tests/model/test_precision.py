@@ -1,0 +1,49 @@
+"""bf16 inference: encoder in bf16, decoder in float32, same tokens as float32 on the golden cases."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import GOLDEN
+from openofa.generation import GenerationConfig, SequenceGenerator, Trie
+
+
+@pytest.fixture(scope="module")
+def bf16_model(tiny_model):
+    return copy.deepcopy(tiny_model).set_precision(torch.bfloat16, torch.float32)
+
+
+@pytest.mark.parametrize("name", ["caption_beam5", "caption_greedy", "refcoco_bins_beam5", "vqa_trie_beam5"])
+def test_bf16_encoder_gives_golden_tokens(bf16_model, name):
+    data = json.loads((GOLDEN / f"generate_{name}.json").read_text())
+    pre = np.load(GOLDEN / "preprocess.npz")
+    images = torch.stack([torch.from_numpy(pre[f"caption256/{n}"]) for n in data["images"]])
+    width = max(len(r) for r in data["src_tokens"])
+    src = torch.tensor([r + [1] * (width - len(r)) for r in data["src_tokens"]])
+    s = data["settings"]
+    rng = (s["constraint_start"], s["constraint_end"]) if s["constraint_start"] is not None else None
+    gen = SequenceGenerator(GenerationConfig(
+        beam_size=s["beam_size"], max_len_a=s["max_len_a"], max_len_b=s["max_len_b"], min_len=s["min_len"],
+        normalize_scores=s["normalize_scores"], no_repeat_ngram_size=s["no_repeat_ngram_size"],
+        constraint_range=rng))
+    trie = Trie.from_answers(data["answer_ids"]) if "answer_ids" in data else None
+    assert bf16_model.encoder_dtype == torch.bfloat16 and bf16_model.dtype == torch.float32
+    out = gen.generate(bf16_model, src, None, images, torch.tensor(data["patch_masks"]), constraints=trie)
+    for got, want in zip(out, data["hypos"]):
+        assert [h.tokens.tolist() for h in got] == [w["tokens"] for w in want]
+        # scores move by bf16 rounding of the encoder only
+        assert got[0].score == pytest.approx(want[0]["score"], abs=0.05)
+
+
+def test_set_precision_unties_embeddings_only_when_needed(tiny_model):
+    same = copy.deepcopy(tiny_model).set_precision(torch.float32, torch.float32)
+    assert same.encoder.embed_tokens is same.decoder.embed_tokens
+    mixed = copy.deepcopy(tiny_model).set_precision(torch.bfloat16, torch.float32)
+    assert mixed.encoder.embed_tokens.weight.dtype == torch.bfloat16
+    assert mixed.decoder.output_projection.weight.dtype == torch.float32
+    assert mixed.decoder.output_projection.weight is mixed.decoder.embed_tokens.weight
