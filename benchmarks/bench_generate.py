@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     f32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     print(f"matmul 1024^3, {args.threads} threads: fp32 {f32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s")
     print(f"torch {torch.__version__}; caption generation, beam 5, 16 tokens, 384x384, recipe weights\n")
-    header = (f"{'size':5} {'batch':>5} {"dtype":8} {"cache":5} {'s/batch':>8} {'peak MB':>8} "
+    header = (f"{'size':5} {'batch':>5} {'dtype':8} {'cache':5} {'s/batch':>8} {'peak MB':>8} "
               f"{'vs fp32 no-cache':>16} {'vs original':>11} {'same tokens as fp32':>19}")
     print(header)
     print("-" * len(header))
