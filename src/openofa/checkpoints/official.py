@@ -1,0 +1,384 @@
+"""Official (fairseq) OFA checkpoints: a ``torch.save`` of the trainer state.
+
+Reading: only ``model`` (or ``extra_state['ema']``) and the hyperparameters (``cfg['model']`` /
+``cfg['task']``, or ``vars(args)`` in old files) are used; optimizer state and metrics are ignored.
+We do this by hand instead of through fairseq's ``load_checkpoint_to_cpu`` +
+``upgrade_state_dict_named`` because those need fairseq/omegaconf, run arbitrary pickles, and
+silently fill missing keys with freshly initialised tensors; here a checkpoint that does not match
+its config is an error.
+
+Writing (:func:`save_official`) produces the same layout, including the computed index buffers
+the original's constructors create, so the original code (or this loader) can read it back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from openofa.config import OFAConfig, ZH_VOCAB_SIZE, get_config
+from openofa.errors import OFAError
+from openofa.checkpoints.keys import (
+    EMBED_KEY,
+    finalize_state_dict,
+    infer_from_state_dict,
+    with_computed_buffers,
+)
+from openofa.checkpoints.safe_pickle import load_pt, to_plain
+
+# task-config fields that describe the checkpoint (the rest of cfg['task'] is data/training setup)
+_TASK_FIELDS = ("patch_image_size", "num_bins", "code_dict_size", "bpe", "bpe_dir")
+
+# architecture settings every released OFA model has; anything else cannot be represented
+_REQUIRED_SETTINGS = {
+    "encoder_normalize_before": True,
+    "decoder_normalize_before": True,
+    "no_scale_embedding": True,
+    "layernorm_embedding": True,
+    "patch_layernorm_embedding": True,
+    "code_layernorm_embedding": True,
+    "add_type_embedding": True,
+    "share_all_embeddings": True,
+    "entangle_position_embedding": False,
+    "activation_fn": "gelu",
+    "encoder_prompt": False,
+    "decoder_prompt": False,
+    "adapter": False,
+}
+
+_OLD_LAYER_NORMS = {
+    "encoder": {"0": "self_attn_layer_norm", "1": "final_layer_norm"},
+    "decoder": {"0": "self_attn_layer_norm", "1": "encoder_attn_layer_norm", "2": "final_layer_norm"},
+}
+_OLD_NORM_RE = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.layer_norms\.(\d+)\.(weight|bias)$")
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+
+def _looks_like_state_dict(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(k, str) for k in obj) and any(
+        k.startswith(("encoder.", "decoder.")) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def upgrade_old_names(sd: Mapping[str, torch.Tensor], notes: list[str]) -> "OrderedDict[str, torch.Tensor]":
+    """Rename what very old fairseq checkpoints call differently (``layer_norms.N``, fused
+    ``in_proj_weight``/``in_proj_bias``) and drop classification heads (recorded in ``notes``)."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    heads: set[str] = set()
+    renamed = split = 0
+    for k, v in sd.items():
+        if k.startswith("classification_heads."):
+            heads.add(k.split(".")[1])
+            continue
+        m = _OLD_NORM_RE.match(k)
+        if m and m.group(3) in _OLD_LAYER_NORMS[m.group(1)]:
+            side, i, n, leaf = m.groups()
+            out[f"{side}.layers.{i}.{_OLD_LAYER_NORMS[side][n]}.{leaf}"] = v
+            renamed += 1
+            continue
+        if k.endswith((".in_proj_weight", ".in_proj_bias")):
+            prefix, leaf = k.rsplit(".in_proj_", 1)
+            if v.shape[0] % 3:
+                raise OFAError(f"fused attention tensor {k} has {v.shape[0]} rows, not a multiple of 3")
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), v.chunk(3, dim=0)):
+                out[f"{prefix}.{name}.{leaf}"] = part
+            split += 1
+            continue
+        out[k] = v
+    if heads:
+        notes.append(f"dropped classification head(s) {', '.join(sorted(heads))} (not part of the seq2seq model)")
+    if renamed:
+        notes.append(f"renamed {renamed} old layer_norms.N tensors")
+    if split:
+        notes.append(f"split {split} fused in_proj tensors into q/k/v")
+    return out
+
+
+def _hyperparameters(ckpt: Mapping) -> tuple[dict, dict, str]:
+    """(model hyperparameters, task fields, where they came from) of a checkpoint dict."""
+    cfg = to_plain(ckpt.get("cfg"))
+    if isinstance(cfg, dict) and isinstance(cfg.get("model"), dict):
+        model = dict(cfg["model"])
+        task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
+        if "bpe" not in task and isinstance(cfg.get("bpe"), dict):
+            task = {**task, "bpe": cfg["bpe"].get("_name")}
+        return model, dict(task), "cfg"
+    args = to_plain(ckpt.get("args"))
+    if isinstance(args, dict) and args:
+        return dict(args), dict(args), "args"
+    return {}, {}, "none"
+
+
+def _check_settings(model_cfg: Mapping, source: str) -> None:
+    bad = []
+    for name, want in _REQUIRED_SETTINGS.items():
+        have = model_cfg.get(name)
+        if have is not None and have != want and not (want is False and have in (0, "", "none")):
+            bad.append(f"{name}={have!r}")
+    if bad:
+        raise OFAError(f"{source}: unsupported architecture setting(s) {', '.join(bad)}; only the released OFA variant is implemented")
+
+
+def config_from_hyperparameters(
+    model_cfg: Mapping, task_cfg: Mapping, inferred: Mapping, notes: list[str], source: str
+) -> OFAConfig:
+    """OFAConfig from stored hyperparameters plus what the tensors say.
+
+    Vocabulary size and the normformer flags always come from the tensors. With no stored
+    hyperparameters at all (a bare state dict) every shape-determined field comes from the tensors.
+    """
+    _check_settings(model_cfg, source)
+    mapping = dict(model_cfg)
+    for name in _TASK_FIELDS:
+        if task_cfg.get(name) is not None:
+            mapping[name] = task_cfg[name]
+    mapping.pop("language", None)
+    try:
+        if mapping:
+            config = OFAConfig.from_original(mapping)
+            always = ("vocab_size", "scale_attn", "scale_fc", "scale_heads", "scale_resids")
+        else:
+            notes.append("no hyperparameters stored; architecture read from tensor shapes")
+            config = OFAConfig()
+            always = tuple(inferred)
+        values = config.to_dict()
+        for name in always:
+            if name in inferred:
+                if mapping and name.startswith("scale_") and name in mapping and bool(mapping[name]) != inferred[name]:
+                    notes.append(f"{name}={mapping[name]!r} in the stored config, but the tensors say {inferred[name]}")
+                values[name] = inferred[name]
+        if "bpe" not in mapping and "bpe_dir" not in mapping and values["vocab_size"] == ZH_VOCAB_SIZE:
+            values["language"] = "zh"
+            notes.append(f"vocabulary of {ZH_VOCAB_SIZE} rows: assumed the Chinese (BERT) vocabulary")
+        return OFAConfig(**values)
+    except OFAError as e:
+        raise OFAError(f"{source}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise OFAError(f"{source}: bad hyperparameter value ({e})") from None
+
+
+def from_official(
+    ckpt: Any, *, ema: bool = False, source: str = "checkpoint"
+) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
+    """(config, state dict, meta) from a loaded official checkpoint (or a bare state dict).
+
+    ``ema=True`` takes the EMA copy ``extra_state['ema']``, as the original's ``--ema-eval``
+    does. The state dict has our model's keys (official names, computed buffers dropped, the
+    three tied embedding keys sharing one float32 tensor).
+    """
+    if not isinstance(ckpt, Mapping):
+        raise OFAError(f"{source}: expected a checkpoint dict, found {type(ckpt).__name__}")
+    notes: list[str] = []
+    meta: dict[str, Any] = {"format": "official", "source": source, "ema": ema, "notes": notes}
+    if "model" in ckpt:
+        weights = ckpt["model"]
+        if ema:
+            extra = ckpt.get("extra_state")
+            weights = extra.get("ema") if isinstance(extra, Mapping) else None
+            if not weights:
+                raise OFAError(f"{source}: no EMA weights in this checkpoint (extra_state['ema'] is missing)")
+            if isinstance(extra, Mapping) and "ema_fp32_params" in extra:
+                notes.append("used extra_state['ema'] (as --ema-eval does); ema_fp32_params ignored")
+        model_cfg, task_cfg, origin = _hyperparameters(ckpt)
+        history = ckpt.get("optimizer_history")
+        if isinstance(history, list) and history and isinstance(history[-1], Mapping):
+            meta["num_updates"] = to_plain(history[-1].get("num_updates"))
+    elif _looks_like_state_dict(ckpt):
+        if ema:
+            raise OFAError(f"{source}: a bare state dict has no EMA weights")
+        weights, model_cfg, task_cfg, origin = ckpt, {}, {}, "none"
+    else:
+        found = ", ".join(sorted(map(str, ckpt))[:6])
+        raise OFAError(f"{source}: not an OFA checkpoint (no 'model' entry; top-level keys: {found})")
+    if not isinstance(weights, Mapping):
+        raise OFAError(f"{source}: 'model' entry is a {type(weights).__name__}, not a state dict")
+
+    sd = upgrade_old_names(weights, notes)
+    inferred = infer_from_state_dict(sd)
+    if EMBED_KEY not in sd and "decoder.embed_tokens.weight" not in sd:
+        raise OFAError(f"{source}: state dict has no token embedding ({EMBED_KEY})")
+    config = config_from_hyperparameters(model_cfg, task_cfg, inferred, notes, source)
+    state_dict = finalize_state_dict(config, sd, source=source, notes=notes)
+    meta["arch"] = model_cfg.get("_name") or model_cfg.get("arch")
+    meta["hyperparameters_from"] = origin
+    meta["task"] = {k: v for k, v in task_cfg.items() if isinstance(v, (str, int, float, bool, type(None)))} if origin == "cfg" else {}
+    return config, state_dict, meta
+
+
+def load_official(path: str | Path, *, ema: bool = False) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
+    """Read an official ``.pt`` file through the safe unpickler (see :func:`from_official`)."""
+    ckpt = load_pt(path)
+    return from_official(ckpt, ema=ema, source=str(path))
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+_SIZES = ("tiny", "medium", "base", "large", "huge")
+_SHAPE_FIELDS = (
+    "encoder_layers", "decoder_layers", "encoder_embed_dim", "decoder_embed_dim", "encoder_attention_heads",
+    "decoder_attention_heads", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim", "resnet_type",
+)
+
+
+def arch_name(config: OFAConfig) -> str:
+    """``ofa_<size>`` when the transformer/trunk sizes are a published size's, else ``ofa_large``
+    (the original's base architecture function; every hyperparameter is written explicitly)."""
+    for size in _SIZES:
+        ref = get_config(size)
+        if all(getattr(ref, f) == getattr(config, f) for f in _SHAPE_FIELDS):
+            return f"ofa_{size}"
+    return "ofa_large"
+
+
+def model_hyperparameters(config: OFAConfig) -> dict[str, Any]:
+    """``cfg['model']`` as the original would store it for ``config``."""
+    c = config
+    out: dict[str, Any] = {"_name": arch_name(c)}
+    for side in ("encoder", "decoder"):
+        out.update({
+            f"{side}_embed_dim": getattr(c, f"{side}_embed_dim"),
+            f"{side}_ffn_embed_dim": getattr(c, f"{side}_ffn_embed_dim"),
+            f"{side}_layers": getattr(c, f"{side}_layers"),
+            f"{side}_attention_heads": getattr(c, f"{side}_attention_heads"),
+            f"{side}_normalize_before": True,
+            f"{side}_learned_pos": True,
+            f"{side}_layerdrop": 0,
+            f"{side}_drop_path_rate": getattr(c, f"{side}_drop_path_rate"),
+            f"{side}_embed_path": None,
+        })
+    out.update({
+        "decoder_output_dim": c.decoder_embed_dim,
+        "decoder_input_dim": c.decoder_embed_dim,
+        "max_source_positions": c.max_source_positions,
+        "max_target_positions": c.max_target_positions,
+        "dropout": c.dropout,
+        "attention_dropout": c.attention_dropout,
+        "activation_dropout": c.activation_dropout,
+        "relu_dropout": 0.0,
+        "activation_fn": "gelu",
+        "share_all_embeddings": True,
+        "share_decoder_input_output_embed": True,
+        "no_scale_embedding": True,
+        "layernorm_embedding": True,
+        "patch_layernorm_embedding": True,
+        "code_layernorm_embedding": True,
+        "add_type_embedding": True,
+        "entangle_position_embedding": False,
+        "disable_entangle": False,
+        "adaptive_softmax_cutoff": None,
+        "adaptive_input": False,
+        "resnet_type": c.resnet_type,
+        "resnet_drop_path_rate": c.resnet_drop_path_rate,
+        "token_bucket_size": c.token_bucket_size,
+        "image_bucket_size": c.image_bucket_size,
+        "attn_scale_factor": c.attn_scale_factor,
+        "code_image_size": c.code_image_size,
+        "scale_attn": c.scale_attn,
+        "scale_fc": c.scale_fc,
+        "scale_heads": c.scale_heads,
+        "scale_resids": c.scale_resids,
+        "patch_image_size": c.patch_image_size,
+        "orig_patch_image_size": 256,
+        "vocab_size": c.vocab_size,
+        "quant_noise_pq": 0,
+        "sync_bn": False,
+    })
+    return out
+
+
+def task_hyperparameters(config: OFAConfig) -> dict[str, Any]:
+    zh = config.language == "zh"
+    return {
+        "_name": "caption",
+        "bpe": "bert" if zh else "gpt2",
+        "bpe_dir": "../../utils/BERT_CN_dict" if zh else "../../utils/BPE",
+        "max_source_positions": config.max_source_positions,
+        "max_target_positions": config.max_target_positions,
+        "patch_image_size": config.patch_image_size,
+        "orig_patch_image_size": 256,
+        "num_bins": config.num_bins,
+        "code_dict_size": config.code_dict_size,
+        "imagenet_default_mean_and_std": False,
+        "constraint_range": None,
+    }
+
+
+def build_official(
+    config: OFAConfig,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    ema_state_dict: Mapping[str, torch.Tensor] | None = None,
+    task: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The dict :func:`save_official` writes: the original trainer's checkpoint layout."""
+    model = with_computed_buffers(config, finalize_state_dict(config, state_dict, source="state dict to save"))
+    zh = config.language == "zh"
+    cfg = {
+        "_name": None,
+        "common": {"_name": None, "fp16": False, "seed": 1, "log_format": "simple"},
+        "checkpoint": {"_name": None, "no_save_optimizer_state": True},
+        "model": model_hyperparameters(config),
+        "task": {**task_hyperparameters(config), **dict(task or {})},
+        "criterion": {"_name": "adjust_label_smoothed_cross_entropy", "label_smoothing": 0.1},
+        "optimizer": {"_name": "adam", "adam_betas": "(0.9,0.999)", "adam_eps": 1e-08},
+        "lr_scheduler": {"_name": "polynomial_decay"},
+        "bpe": {"_name": "bert" if zh else "gpt2"},
+        "tokenizer": None,
+        "ema": {"_name": None, "store_ema": ema_state_dict is not None},
+    }
+    extra_state: dict[str, Any] = {
+        "metrics": {},
+        "previous_training_time": 0.0,
+        "train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": False},
+    }
+    if ema_state_dict is not None:
+        extra_state["ema"] = with_computed_buffers(
+            config, finalize_state_dict(config, ema_state_dict, source="EMA state dict to save")
+        )
+    return {
+        "args": None,
+        "cfg": cfg,
+        "model": model,
+        "criterion": None,
+        "optimizer_history": [{
+            "criterion_name": "AdjustLabelSmoothedCrossEntropyCriterion",
+            "optimizer_name": "FairseqAdam",
+            "lr_scheduler_state": {"best": None},
+            "num_updates": 0,
+        }],
+        "task_state": {},
+        "extra_state": extra_state,
+    }
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file next to ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_official(
+    path: str | Path,
+    config: OFAConfig,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    ema_state_dict: Mapping[str, torch.Tensor] | None = None,
+    task: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write an official-layout ``.pt`` file (no optimizer state). Returns the path."""
+    atomic_torch_save(build_official(config, state_dict, ema_state_dict=ema_state_dict, task=task), path)
+    return Path(path)
