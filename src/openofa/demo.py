@@ -48,7 +48,7 @@ def run_demo(model: str | None, out_dir: str, dtype: str = "fp32") -> int:
         model = str(recipe_checkpoint("tiny"))
     ofa = OFA.load(model, dtype=dtype)
     caption = ofa.caption(str(image))
-    answer = ofa.vqa(str(image), "what color is the circle?")
+    answer = ofa.vqa(str(image), "what color is the circle?", max_len_b=16)
     box = ofa.ground(str(image), "the red square")
     drawn = out / "example_box.png"
     draw_box(str(image), box, drawn, "the red square")

@@ -34,7 +34,10 @@ class VQA(Task):
         if objects:
             ids += tok.encode(" object: " + " ".join(objects[: self.max_object_length]))
         src = [tok.bos] + ids + [tok.eos]
-        prefix = src[1:-1] if self.prompt_type == "prev_output" else []
+        prompt_type = ofa.task_settings.get("prompt_type") or self.prompt_type
+        if prompt_type not in ("prev_output", "none"):
+            raise OFAError(f"vqa: prompt_type {prompt_type!r} is not supported (prev_output or none)")
+        prefix = src[1:-1] if prompt_type == "prev_output" else []
         return Example(src, ofa.image_tensor(image, self), prefix)
 
     def predict(self, ofa, examples, answers: list[str] | None = None, mode: str | None = None, **options):

@@ -1,0 +1,125 @@
+"""The `ofa` command: inputs from files, folders and TSV; JSON output; drawing; convert; errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import GOLDEN
+from openofa.cli import main
+from openofa.config import get_config
+
+IMG_A = str(GOLDEN / "images" / "a_200x150_rgb.png")
+IMG_B = str(GOLDEN / "images" / "b_640x480_rgb.png")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model):
+    from openofa.checkpoints import save_pretrained
+
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_pretrained(folder, get_config("tiny"), tiny_model.state_dict())
+    return str(folder)
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_caption_json_over_files_and_folder(capsys, model_dir, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.open(IMG_A).save(folder / "one.png")
+    code, out, _ = _run(capsys, "caption", "--model", model_dir, "--image-size", "256", "--json",
+                        "--no-progress", IMG_B, str(folder))
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["input"] for r in rows] == [IMG_B, str(folder / "one.png")]
+    golden = json.loads((GOLDEN / "generate_caption_beam5.json").read_text())
+    assert rows[0]["score"] == pytest.approx(golden["hypos"][0][0]["score"], abs=1e-4)
+
+
+def test_caption_from_original_tsv(capsys, model_dir, tmp_path):
+    b64 = base64.urlsafe_b64encode(open(IMG_A, "rb").read()).decode()
+    tsv = tmp_path / "caption_test.tsv"
+    tsv.write_text(f"7\timg7\ta red square\tsquare&&circle\t{b64}\n")
+    code, out, _ = _run(capsys, "caption", "--model", model_dir, "--image-size", "256", str(tsv))
+    assert code == 0
+    name, caption = out.strip().split("\t")
+    assert name == "7" and caption
+
+
+def test_tsv_with_missing_columns_names_file_and_line(capsys, model_dir, tmp_path):
+    tsv = tmp_path / "bad.tsv"
+    tsv.write_text("1\timg\tcaption\tobjs\tAAAA\n2\tonly-two\n")
+    code, out, err = _run(capsys, "caption", "--model", model_dir, str(tsv))
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0 and f"{tsv}:2" in err and "columns" in err
+
+
+def test_ground_draws_the_box(capsys, model_dir, tmp_path):
+    code, out, _ = _run(capsys, "ground", "--model", model_dir, IMG_B,
+                        "-t", "a yellow circle", "--draw", str(tmp_path), "--json")
+    assert code == 0
+    res = json.loads(out)
+    x1, y1, x2, y2 = res["box"]
+    drawn = Image.open(res["drawn"]).convert("RGB")
+    assert drawn.size == (640, 480)
+    assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480
+    assert drawn.getpixel((int(x1) + 1, int((y1 + y2) / 2))) == (255, 0, 0)  # left edge of the box
+    assert Image.open(IMG_B).convert("RGB").getpixel((int(x1) + 1, int((y1 + y2) / 2))) != (255, 0, 0)
+
+
+def test_vqa_with_candidates_and_mode(capsys, model_dir):
+    code, out, _ = _run(capsys, "vqa", "--model", model_dir, "--image-size", "256", IMG_B, "-q",
+                        "what color is the circle", "--answers", "red,blue,yellow", "--json")
+    assert code == 0 and json.loads(out)["answer"] in {"red", "blue", "yellow"}
+
+
+def test_text_tasks(capsys, model_dir):
+    code, out, _ = _run(capsys, "classify-text", "--model", model_dir, "--task", "sst2", "--text", "great")
+    assert code == 0 and out.strip().split("\t")[1] in {"negative", "positive"}
+    code, out, _ = _run(capsys, "summarize", "--model", model_dir, "--text", "a long story", "--max-len-b", "4")
+    assert code == 0 and out.startswith("text\t")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["caption", "/no/such.png"], "input not found: /no/such.png"),
+    (["vqa", IMG_A], "give --question"),
+    (["caption", IMG_A, "--cols", "image"], "bad column spec"),
+])
+def test_input_errors_are_one_line(capsys, model_dir, argv, message):
+    code, out, err = _run(capsys, *argv[:1], "--model", model_dir, *argv[1:])
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_bad_checkpoint_is_one_line(capsys, tmp_path):
+    junk = tmp_path / "model.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    code, _, err = _run(capsys, "caption", "--model", str(junk), IMG_A)
+    assert code == 2 and "model.pt" in err and err.count("\n") == 1
+
+
+def test_convert_official_roundtrip(capsys, model_dir, tmp_path, tiny_model):
+    official = tmp_path / "tiny.pt"
+    assert _run(capsys, "convert", model_dir, str(official), "--to", "official")[0] == 0
+    back = tmp_path / "back"
+    assert _run(capsys, "convert", str(official), str(back))[0] == 0
+    from openofa.checkpoints import load_checkpoint
+
+    _, sd, _ = load_checkpoint(back)
+    ref = tiny_model.state_dict()
+    assert set(sd) == set(ref) and all(torch.equal(sd[k], ref[k]) for k in ref)
+
+
+def test_demo_writes_the_drawn_box(capsys, model_dir, tmp_path):
+    code, out, _ = _run(capsys, "demo", "--model", model_dir, "--out", str(tmp_path / "demo"))
+    assert code == 0 and "caption:" in out and "ground:" in out
+    assert (tmp_path / "demo" / "example_box.png").is_file()
