@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import GOLDEN
+from support import GOLDEN
 from openofa.cli import main
 from openofa.config import get_config
 

@@ -84,15 +84,7 @@ def tiny_folder(tiny, tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("tiny") / "ofa-tiny", config, sd)
 
 
-def _build_model_or_skip():
-    try:
-        from openofa.model import build_model  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"openofa.model not available ({e})")
-
-
 def test_model_state_dict_keys_are_ours(tiny):
-    _build_model_or_skip()
     from openofa.model import build_model
 
     config, _ = tiny
@@ -103,7 +95,6 @@ def test_model_state_dict_keys_are_ours(tiny):
 
 
 def test_load_model(tiny, tiny_folder):
-    _build_model_or_skip()
     config, sd = tiny
     model = load_model(tiny_folder)
     assert not model.training

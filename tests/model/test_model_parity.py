@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, recipe_model
+from support import GOLDEN, recipe_model
 
 TOL = {"tiny": 1e-4, "base": 2e-4}
 

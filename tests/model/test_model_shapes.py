@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import archs
+from support import archs
 from openofa.config import OFAConfig, get_config, list_sizes
 from openofa.errors import OFAError
 from openofa.model import build_model

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN
+from support import GOLDEN
 from openofa.generation import GenerationConfig, SequenceGenerator, Trie
 
 

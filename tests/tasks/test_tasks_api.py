@@ -10,7 +10,7 @@ import string
 import pytest
 import torch
 
-from conftest import GOLDEN
+from support import GOLDEN
 from openofa.api import OFA
 from openofa.errors import OFAError
 
