@@ -134,3 +134,25 @@ def test_corrupt_image_is_named(ofa256, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(OFAError, match="broken.png"):
         ofa256.caption(str(bad))
+
+
+def test_chinese_model_uses_chinese_prompts_and_bins():
+    from openofa.config import get_config
+    from openofa.model import build_model
+
+    torch.manual_seed(0)
+    cfg = get_config("tiny", vocab_size=30325, language="zh")
+    ofa = OFA(build_model(cfg).eval(), image_size=256)
+    assert ofa.tokenizer.language == "zh" and ofa.tokenizer.bin_0 == cfg.bin_0 == 29325
+    ex = ofa.run("caption", [{"image": IMG["a_200x150_rgb"]}], max_len_b=3)[0]
+    assert isinstance(ex["caption"], str)
+    prompt = ofa.tokenizer.decode(_caption_source_ids(ofa))
+    assert prompt.replace(" ", "") == "图片描述了什么内容?"
+    box = ofa.ground(IMG["b_640x480_rgb"], "黄色的圆")
+    assert box is not None and 0 <= box[0] <= box[2] <= 640 and 0 <= box[1] <= box[3] <= 480
+
+
+def _caption_source_ids(ofa):
+    from openofa.tasks import Caption
+
+    return Caption().prepare(ofa, IMG["a_200x150_rgb"]).src

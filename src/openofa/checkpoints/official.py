@@ -208,7 +208,7 @@ def from_official(
     state_dict = finalize_state_dict(config, sd, source=source, notes=notes)
     meta["arch"] = model_cfg.get("_name") or model_cfg.get("arch")
     meta["hyperparameters_from"] = origin
-    meta["task"] = {k: v for k, v in task_cfg.items() if isinstance(v, (str, int, float, bool, type(None)))} if origin == "cfg" else {}
+    meta["task"] = {k: v for k, v in task_cfg.items() if isinstance(v, (str, int, float, bool, type(None)))}
     return config, state_dict, meta
 
 
