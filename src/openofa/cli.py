@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model", "-m", help="official .pt, Hugging Face folder, or our folder")
     common.add_argument("--ema", action="store_true", help="use the EMA weights of an official checkpoint")
     common.add_argument("--device", default="cpu")
-    common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype)")
+    common.add_argument("--decoder-dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="decoder precision; bf16 is faster at small batches but can flip near-ties")
     common.add_argument("--image-size", type=int, help="override the patch image size")
     common.add_argument("--batch-size", type=int, default=8)
     common.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -66,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = task("ground", "find the box a phrase refers to")
     p.add_argument("--text", "-t")
     p.add_argument("--draw", help="folder to write each image with its predicted box drawn")
+    p.add_argument("--any-token", action="store_true",
+                   help="decode over the whole vocabulary like the original (default: location tokens only)")
     p = task("entail", "does the image support the hypothesis? yes / no / maybe")
     p.add_argument("--hypothesis")
     p.add_argument("--premise")
@@ -205,7 +210,8 @@ def run_task(args: argparse.Namespace) -> int:
     from openofa.api import OFA
 
     items = collect_inputs(args)
-    ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype, image_size=args.image_size)
+    ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
+                   decoder_dtype=args.decoder_dtype, image_size=args.image_size)
     options = {k: getattr(args, k) for k in ("beam_size", "max_len_a", "max_len_b", "min_len",
                                                "no_repeat_ngram_size", "len_penalty", "normalize_scores",
                                                "temperature", "sampling", "sampling_topk", "sampling_topp",
@@ -216,6 +222,8 @@ def run_task(args: argparse.Namespace) -> int:
         options["mode"] = args.mode
     if cmd == "classify":
         options["classes"] = _word_list(args.classes)
+    if cmd == "ground" and args.any_token:
+        options["restrict_to_bins"] = False
     task_inputs = [{k: v for k, v in it.items() if not k.startswith("_")} for it in items]
     results = ofa.run(cmd, task_inputs, batch_size=args.batch_size,
                       progress=not args.no_progress and len(items) > 1, **options)
