@@ -1,4 +1,6 @@
-"""Read inputs from the original's TSV files (one example per line, images in base64).
+"""Stream inputs from the original's TSV files (one example per line, images in base64) for
+the ``ofa`` command. Training and evaluation datasets (lazy, indexed, sharded) are in
+:mod:`openofa.data.dataset`; their per-task layouts in :mod:`openofa.data.layouts`.
 
 Column layouts follow the original's dataset files and their default ``--selected-cols``;
 ``columns`` overrides them (``{"image": 4, "text": 2}``). Lines are read one at a time, so a
@@ -18,7 +20,7 @@ LAYOUTS: dict[str, dict[str, int]] = {
     "vqa": {"id": 0, "question": 2, "reference": 3, "objects": 4, "image": 5},
     "ground": {"id": 0, "text": 2, "reference": 3, "image": 4},
     "entail": {"id": 0, "image": 2, "hypothesis": 3, "premise": 4, "reference": 5},
-    "classify": {"image": 0, "reference": 1},
+    "classify": {"image": 0, "reference": 2},  # column 1 is the class index, 2 its name
     "summarize": {"text": 0, "reference": 1},
     "classify-text": {"text": 0, "text2": 1, "reference": 2},
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from openofa.errors import OFAError
 from openofa.tasks.base import Example, Task
-from openofa.text.tokenizer import pre_caption
 
 # name -> (prompt with one or two {} slots, label words in the original's order)
 GLUE = {
@@ -37,7 +36,8 @@ class TextClassification(Task):
         texts = [t for t in (text, text2) if t is not None]
         if len(texts) != n_slots:
             raise OFAError(f"classify-text: task {glue_task!r} takes {n_slots} text(s), got {len(texts)}")
-        texts = [pre_caption(t, self.max_src_length) for t in texts]
+        # the original GLUE datasets only lower-case and keep the first max_src_length words
+        texts = [" ".join(t.lower().strip().split()[: self.max_src_length]) for t in texts]
         src = ofa.tokenizer.encode(prompt.format(*texts), bos=True, eos=True)
         return Example(src, None, prefix=src[1:], info={"glue_task": glue_task})
 

@@ -1,0 +1,333 @@
+"""Per-task sample builders: a :class:`~openofa.data.records.Record` -> model inputs, built the
+way the original's datasets (``data/mm_data``, ``cv_data``, ``nlu_data``, ``nlg_data``) build
+them for training and validation.
+
+A sample is a dict::
+
+    id                  the record id
+    source              LongTensor [bos] + prompt ids + [eos]
+    target              LongTensor (ids + [eos]; prompt positions padded for prompt types
+                        src / prev_output; GLUE targets have no eos, as in the original)
+    prev_output_tokens  LongTensor ([bos] + ids, or the prompt + ids)
+    patch_image         float (3, S, S) or None (text tasks)
+    patch_mask          bool
+    prefix              LongTensor: decoder prompt after bos, forced when generating
+                        (empty for prompt_type "none")
+    ref                 the evaluation reference (see :func:`reference`)
+    where               "file:line"
+
+plus ``conf`` (VQA: confidence of the trained answer) and ``w_resize_ratio``,
+``h_resize_ratio``, ``region_coord`` (grounding).
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from openofa.data.layouts import GLUE_TASKS, TaskLayout, get_layout
+from openofa.data.records import BadRow, Record
+from openofa.errors import OFAError
+from openofa.text.tokenizer import (
+    CAPTION_PROMPT,
+    CAPTION_PROMPT_ZH,
+    REFCOCO_PROMPT,
+    REFCOCO_PROMPT_ZH,
+    SNLI_VE_CAPTION_PROMPT,
+    SNLI_VE_PROMPT,
+    OFATokenizer,
+    caption_target_text,
+    pre_caption,
+    pre_question,
+)
+from openofa.vision.transforms import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD
+
+__all__ = ["SampleBuilder", "make_builder", "reference", "PROMPT_TYPES", "GLUE_PROMPTS", "SUMMARY_PROMPT"]
+
+PROMPT_TYPES = ("none", "src", "prev_output")
+SUMMARY_PROMPT = ' what is the summary of article " {} "?'
+SUMMARY_PROMPT_ZH = "{} 请用一个句子简单总结上文："
+GLUE_PROMPTS = {
+    "cola": ' is the text " {} " grammatically correct?',
+    "sst2": ' is the sentiment of text " {} " positive or negative?',
+    "mnli": ' can text1 " {} " imply text2 " {} "?',
+    "rte": ' can text1 " {} " imply text2 " {} "?',
+    "mrpc": ' does text1 " {} " and text2 " {} " have the same semantics?',
+    "qqp": ' is question " {} " and question " {} " equivalent?',
+    "qnli": ' does " {} " contain the answer to question " {} "?',
+}
+_NO_PUNCT = str.maketrans({c: None for c in string.punctuation})
+
+
+def _long(ids: Sequence[int]) -> torch.Tensor:
+    return torch.tensor(list(ids), dtype=torch.long)
+
+
+def reference(task: str, record: Record) -> Any:
+    """What a prediction for ``record`` is scored against (the original's evaluation refs):
+    caption: list of reference captions (punctuation removed); VQA: ``{answer: conf}``;
+    grounding: ``[x1, y1, x2, y2]`` in original pixels; entailment, classification, GLUE:
+    the label word; summarization: the lower-cased summary."""
+    layout = get_layout(task)
+    t = layout.task
+    if t == "caption":
+        return caption_target_text(record.target or "", train=False).split("&&")
+    if t == "vqa":
+        return dict(record.answers or {})
+    if t == "ground":
+        return list(record.box) if record.box is not None else None
+    if t == "summarize":
+        return (record.target or "").lower()
+    return record.label
+
+
+class SampleBuilder:
+    """Turns records of one task into samples. Build one with :func:`make_builder`."""
+
+    def __init__(self, layout: TaskLayout, tokenizer: OFATokenizer, *, split: str = "train",
+                 patch_image_size: int | None = None, max_src_length: int | None = None,
+                 max_tgt_length: int | None = None, prompt_type: str | None = None,
+                 add_object: bool | None = None, max_object_length: int | None = None,
+                 add_caption: bool | None = None, imagenet_default_mean_and_std: bool | None = None,
+                 scst: bool = False, noise_ratio: float | None = None, num_bins: int | None = None,
+                 max_image_size: int | None = None, train_augment: bool = True,
+                 image_transform: Callable | None = None):
+        if split not in ("train", "valid", "test"):
+            raise OFAError(f"split must be 'train', 'valid' or 'test', got {split!r}")
+        s = layout.settings
+        self.layout = layout
+        self.task = layout.task
+        self.tok = tokenizer
+        self.split = split
+        self.train = split == "train"
+        self.patch_image_size = int(patch_image_size or layout.patch_image_size or 0) or None
+        if layout.image and self.patch_image_size is None:
+            raise OFAError(f"task {layout.task} needs a patch_image_size")
+        self.max_src_length = int(max_src_length or layout.max_src_length)
+        self.max_tgt_length = int(max_tgt_length or layout.max_tgt_length)
+        self.prompt_type = prompt_type or s.get("prompt_type", "none")
+        if self.prompt_type not in PROMPT_TYPES:
+            raise OFAError(f"prompt_type must be one of {', '.join(PROMPT_TYPES)}, got {self.prompt_type!r}")
+        self.add_object = s.get("add_object", False) if add_object is None else add_object
+        self.max_object_length = int(max_object_length or s.get("max_object_length", 30))
+        # None: use the premise when the row has one (always, with the original's TSV layout)
+        self.add_caption = add_caption
+        imagenet = s.get("imagenet_default_mean_and_std", False) if imagenet_default_mean_and_std is None \
+            else imagenet_default_mean_and_std
+        self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (OFA_MEAN, OFA_STD)
+        self.scst = scst
+        self.noise_ratio = float(s.get("noise_ratio", 0.0) if noise_ratio is None else noise_ratio)
+        self.num_bins = int(num_bins or s.get("num_bins", tokenizer.num_bins))
+        self.max_image_size = int(max_image_size or s.get("max_image_size", 512))
+        self.image_transform = image_transform
+        if image_transform is None and self.task == "classify" and self.train and train_augment:
+            from openofa.data.augment import ClassifyTrainTransform
+
+            self.image_transform = ClassifyTrainTransform(self.patch_image_size, self.mean, self.std)
+        self.zh = tokenizer.language == "zh"
+        self.bos, self.eos, self.pad = tokenizer.bos, tokenizer.eos, tokenizer.pad
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def encode(self, text: str, length: int | None = None) -> list[int]:
+        return self.tok.encode(text, length=length)
+
+    def load_image(self, record: Record):
+        from openofa.vision.io import decode_base64_image, load_image
+
+        where = record.where
+        try:
+            if record.extra.get("image_is_path"):
+                return load_image(Path(record.image), name=f"image {record.image}")
+            return load_image(decode_base64_image(record.image), name="image column")
+        except BadRow:
+            raise
+        except OFAError as e:
+            msg = str(e)
+            raise BadRow(msg if msg.startswith(where) else f"{where}: {msg}", "image") from None
+
+    def patch_image(self, record: Record) -> torch.Tensor:
+        from openofa.vision.transforms import to_tensor_normalized
+
+        img = self.load_image(record)
+        if self.image_transform is not None:
+            return self.image_transform(img)
+        size = self.patch_image_size
+        if img.size != (size, size):
+            img = img.resize((size, size), _bicubic())
+        return to_tensor_normalized(img, self.mean, self.std)
+
+    def _with_prompt(self, src: list[int], tgt: list[int], *, eos: bool = True) -> dict[str, Any]:
+        """prev_output / target / prefix for the prompt types of VQA, SNLI-VE (eos=True) and
+        GLUE (eos=False: the target is the label token only)."""
+        pt = self.prompt_type
+        if eos:
+            if pt == "none":
+                prev, prefix = [self.bos] + tgt, []
+            elif pt == "src":
+                prev, prefix = src + tgt, src[1:]
+            else:
+                prev, prefix = src[:-1] + tgt, src[1:-1]
+            target = prev[1:] + [self.eos]
+            n_pad = len(target) - len(tgt) - 1
+        else:
+            if pt == "none":
+                prev, target, prefix = [self.bos], list(tgt), []
+            elif pt == "src":
+                prev, prefix = list(src), src[1:]
+                target = prev[1:] + tgt
+            else:
+                prev, prefix = src[:-1], src[1:-1]
+                target = prev[1:] + tgt
+            n_pad = len(target) - 1
+        target = [self.pad] * n_pad + target[n_pad:]
+        return {"prev_output_tokens": _long(prev), "target": _long(target), "prefix": _long(prefix)}
+
+    def _sample(self, record: Record, src: list[int], tgt: list[int], image=None, **extra) -> dict[str, Any]:
+        sample = {
+            "id": record.id,
+            "source": _long(src),
+            "target": _long(tgt + [self.eos]),
+            "prev_output_tokens": _long([self.bos] + tgt),
+            "prefix": _long([]),
+            "patch_image": image,
+            "patch_mask": image is not None,
+            "ref": reference(self.task, record),
+            "where": record.where,
+        }
+        sample.update(extra)
+        return sample
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def __call__(self, record: Record) -> dict[str, Any]:
+        fn = getattr(self, "_" + ("glue" if self.task in GLUE_TASKS else self.task), None)
+        if fn is None:
+            raise OFAError(f"no sample builder for task {self.task!r}; read its records with open_records()")
+        return fn(record)
+
+    def _caption(self, r: Record) -> dict[str, Any]:
+        image = self.patch_image(r)
+        if self.train and not self.scst:
+            words = (r.target or "").translate(_NO_PUNCT).strip().split()
+            tgt_text = " ".join(words[: self.max_tgt_length])
+        else:
+            tgt_text = caption_target_text(r.target or "", train=False)
+        prompt = CAPTION_PROMPT_ZH if self.zh else CAPTION_PROMPT
+        src = [self.bos] + self.encode(prompt) + [self.eos]
+        return self._sample(r, src, self.encode(" " + tgt_text), image)
+
+    def _vqa(self, r: Record) -> dict[str, Any]:
+        image = self.patch_image(r)
+        q = pre_question(r.text, self.max_src_length)
+        q = q if q.endswith("?") else q + "?"
+        ids = self.encode(" " + q)
+        answers = r.answers or {}
+        answer = max(answers, key=answers.get)  # first of the best, like the original
+        tgt = self.encode(" " + answer, length=self.max_tgt_length)
+        if self.add_object and r.objects is not None:
+            ids += self.encode(" object: " + " ".join(r.objects[: self.max_object_length]))
+        src = [self.bos] + ids + [self.eos]
+        sample = self._sample(r, src, tgt, image, conf=float(answers[answer]))
+        sample.update(self._with_prompt(src, tgt))
+        return sample
+
+    def _ground(self, r: Record) -> dict[str, Any]:
+        from openofa.text.locations import box_to_ids
+        from openofa.vision.boxes import validate_box
+        from openofa.vision.transforms import refcoco_transform
+
+        img = self.load_image(r)
+        try:
+            validate_box(r.box, img.size[0], img.size[1], name=r.where)
+        except OFAError as e:
+            raise BadRow(str(e), "box") from None
+        size = self.patch_image_size
+        out = refcoco_transform(img, r.box, size=size, max_size=size, mean=self.mean, std=self.std)
+        try:
+            tgt = box_to_ids(out.box, vocab_size=len(self.tok), num_bins=self.num_bins,
+                             max_image_size=self.max_image_size)
+        except OFAError as e:
+            raise BadRow(f"{r.where}: {e}", "box") from None
+        if self.zh:
+            text = REFCOCO_PROMPT_ZH.format(pre_caption(r.text, self.max_src_length))
+        else:
+            text = REFCOCO_PROMPT.format(pre_caption(r.text, self.max_src_length))
+        src = [self.bos] + self.encode(text) + [self.eos]
+        return self._sample(r, src, list(tgt), out.patch_image,
+                            w_resize_ratio=out.w_resize_ratio, h_resize_ratio=out.h_resize_ratio,
+                            region_coord=torch.tensor(r.box, dtype=torch.float32))
+
+    def _entail(self, r: Record) -> dict[str, Any]:
+        image = self.patch_image(r)
+        hyp = pre_caption(r.text, self.max_src_length)
+        use_premise = r.text2 is not None if self.add_caption is None else self.add_caption
+        if use_premise:
+            if r.text2 is None:
+                raise BadRow(f"{r.where}: missing the premise (add_caption=True)", "field")
+            text = SNLI_VE_CAPTION_PROMPT.format(pre_caption(r.text2, self.max_src_length), hyp)
+        else:
+            text = SNLI_VE_PROMPT.format(hyp)
+        src = [self.bos] + self.encode(text) + [self.eos]
+        tgt = self.encode(" " + r.label)
+        sample = self._sample(r, src, tgt, image)
+        sample.update(self._with_prompt(src, tgt))
+        return sample
+
+    def _classify(self, r: Record) -> dict[str, Any]:
+        image = self.patch_image(r)
+        src = [self.bos] + self.encode(CAPTION_PROMPT) + [self.eos]
+        return self._sample(r, src, self.encode(" " + r.label), image)
+
+    def _summarize(self, r: Record) -> dict[str, Any]:
+        source = pre_caption(r.text, self.max_src_length).replace("<unk>", "unk")
+        target = pre_caption(r.target or "", self.max_tgt_length).replace("<unk>", "unk")
+        prompt = SUMMARY_PROMPT_ZH if self.zh else SUMMARY_PROMPT
+        src = [self.bos] + self.encode(prompt.format(source), length=self.max_src_length) + [self.eos]
+        tgt = self.encode(target)
+        sample = self._sample(r, src, tgt, None)
+        if self.train and self.noise_ratio > 0:
+            noisy = torch.tensor(tgt, dtype=torch.long)
+            hit = torch.rand(len(tgt)) < self.noise_ratio
+            high = len(self.tok) - self.tok.dictionary.code_dict_size - self.num_bins
+            noisy[hit] = torch.randint(4, high, (int(hit.sum()),))
+            sample["prev_output_tokens"] = torch.cat([torch.tensor([self.bos]), noisy])
+        return sample
+
+    def _glue(self, r: Record) -> dict[str, Any]:
+        def norm(t: str) -> str:
+            return " ".join(t.lower().strip().split()[: self.max_src_length])
+
+        texts = [norm(r.text)] + ([norm(r.text2)] if r.text2 is not None else [])
+        prompt = GLUE_PROMPTS[self.task]
+        if prompt.count("{}") != len(texts):
+            raise BadRow(f"{r.where}: task {self.task} takes {prompt.count('{}')} text(s)", "field")
+        src = [self.bos] + self.encode(prompt.format(*texts)) + [self.eos]
+        tgt = self.encode(" " + r.label)
+        if len(tgt) != 1:
+            raise BadRow(f"{r.where}: label {r.label!r} is not a single token", "label")
+        sample = self._sample(r, src, tgt, None)
+        sample.update(self._with_prompt(src, tgt, eos=False))
+        return sample
+
+
+def _bicubic():
+    from PIL import Image
+
+    return Image.Resampling.BICUBIC
+
+
+def make_builder(task: str, tokenizer: OFATokenizer | str | None = None, **options) -> SampleBuilder:
+    """A :class:`SampleBuilder` for ``task`` (options: see :func:`~openofa.data.build_dataset`)."""
+    from openofa.data.layouts import PRETRAIN_TASKS
+
+    layout = get_layout(task)
+    if layout.task in PRETRAIN_TASKS:
+        raise OFAError(f"no sample builder for the pretraining file {layout.task!r}: read its records "
+                       f"with openofa.data.open_records()")
+    if tokenizer is None or isinstance(tokenizer, str):
+        tokenizer = OFATokenizer.from_language(tokenizer or "en")
+    return SampleBuilder(layout, tokenizer, **options)
