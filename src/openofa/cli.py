@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text")
     p.add_argument("inputs", nargs="*", help="text files (one document per line) or a .tsv")
 
+    p = sub.add_parser("eval", parents=[common], help="predict an evaluation file and print the task's metric")
+    p.add_argument("task", help="caption, vqa, ground, entail, classify, summarize, or a GLUE task (mnli, sst2, ...)")
+    p.add_argument("data", help="a TSV in the original layout, a JSONL file, or a folder with <split>.jsonl/.tsv")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="folder for predictions.json and metrics.json")
+    p.add_argument("--limit", type=int, help="evaluate only the first N rows")
+    p.add_argument("--mode", choices=["beam", "trie", "allcand"], help="vqa: how to answer")
+    p.add_argument("--classes", help="classify: class names (default: the labels found in the file)")
+    _decoding_options(p)
+
     p = sub.add_parser("demo", help="caption, VQA and grounding on an example image")
     p.add_argument("--model", "-m")
     p.add_argument("--out", default="ofa-demo", help="folder for the example image and the drawn box")
@@ -212,10 +222,7 @@ def run_task(args: argparse.Namespace) -> int:
     items = collect_inputs(args)
     ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
                    decoder_dtype=args.decoder_dtype, image_size=args.image_size)
-    options = {k: getattr(args, k) for k in ("beam_size", "max_len_a", "max_len_b", "min_len",
-                                               "no_repeat_ngram_size", "len_penalty", "normalize_scores",
-                                               "temperature", "sampling", "sampling_topk", "sampling_topp",
-                                               "seed") if getattr(args, k, None) is not None}
+    options = _options(args)
     cmd = args.command
     if cmd == "vqa":
         options["answers"] = _word_list(args.answers)
@@ -240,6 +247,35 @@ def run_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("beam_size", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram_size",
+                                          "len_penalty", "normalize_scores", "temperature", "sampling",
+                                          "sampling_topk", "sampling_topp", "seed") if getattr(args, k, None) is not None}
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from openofa.api import OFA
+    from openofa.data.tsv import parse_columns
+    from openofa.evaluate import evaluate
+
+    ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
+                   decoder_dtype=args.decoder_dtype, image_size=args.image_size)
+    options = _options(args)
+    if args.mode:
+        options["mode"] = args.mode
+    metrics = evaluate(ofa, args.task, args.data, split=args.split,
+                       columns=parse_columns(args.cols) if args.cols else None, out_dir=args.out,
+                       limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress,
+                       classes=_word_list(args.classes), **options)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for key, value in metrics.items():
+            shown = f"{100 * value:.2f}" if isinstance(value, float) else value
+            print(f"{key}: {shown}")
+    return 0
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from openofa.checkpoints import convert
 
@@ -254,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "convert":
             return run_convert(args)
+        if args.command == "eval":
+            return run_eval(args)
         if args.command == "demo":
             from openofa.demo import run_demo
 
