@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 from openofa.errors import OFAError
 
-RESNET_LAYERS = {"resnet50": (3, 4, 6), "resnet101": (3, 4, 23), "resnet152": (3, 8, 36)}
+# bottleneck blocks in each of the three stages; "resnet-small" is the project's own small trunk
+RESNET_LAYERS = {"resnet50": (3, 4, 6), "resnet101": (3, 4, 23), "resnet152": (3, 8, 36), "resnet-small": (1, 1, 1)}
 
 
 @dataclass
@@ -31,6 +32,7 @@ class OFAConfig:
     decoder_ffn_embed_dim: int = 3072
     # image trunk
     resnet_type: str = "resnet101"
+    resnet_width: int = 64  # planes of the first stage (64 in every official size); output = 16 * width
     resnet_drop_path_rate: float = 0.0
     # vocabulary
     vocab_size: int = 59457

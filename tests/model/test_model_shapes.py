@@ -61,3 +61,17 @@ def test_scale_flags_off_removes_their_keys():
         keys = set(build_model(cfg).state_dict())
     only_official = set(archs()["archs"]["ofa_tiny"]["keys_only_with_official_flags"])
     assert keys.isdisjoint(only_official)
+
+
+def test_small_trunk_width_and_blocks_round_trip_through_the_key_table():
+    from openofa.checkpoints.keys import infer_from_state_dict, official_keys
+
+    cfg = get_config("tiny", resnet_type="resnet-small", resnet_width=16)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    sd = model.state_dict()
+    assert {k: tuple(v.shape) for k, v in sd.items()} == {
+        k: tuple(s) for k, s in official_keys(cfg, computed=False).items()}
+    assert model.encoder.embed_images.out_channels == 256
+    inferred = infer_from_state_dict(sd)
+    assert inferred["resnet_type"] == "resnet-small" and inferred["resnet_width"] == 16

@@ -25,7 +25,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from openofa.config import OFAConfig
+from openofa.config import RESNET_LAYERS, OFAConfig
 from openofa.errors import OFAError
 
 Shape = tuple[int, ...]
@@ -72,10 +72,10 @@ def _batchnorm(prefix: str, dim: int) -> list[tuple[str, Shape]]:
     ]
 
 
-def _resnet(prefix: str, blocks: Iterable[int]) -> list[tuple[str, Shape]]:
-    out = [(f"{prefix}.conv1.weight", (64, 3, 7, 7))] + _batchnorm(f"{prefix}.bn1", 64)
-    inplanes = 64
-    for stage, (planes, count) in enumerate(zip((64, 128, 256), blocks), start=1):
+def _resnet(prefix: str, blocks: Iterable[int], width: int = 64) -> list[tuple[str, Shape]]:
+    out = [(f"{prefix}.conv1.weight", (width, 3, 7, 7))] + _batchnorm(f"{prefix}.bn1", width)
+    inplanes = width
+    for stage, (planes, count) in enumerate(zip((width, 2 * width, 4 * width), blocks), start=1):
         for b in range(count):
             p = f"{prefix}.layer{stage}.{b}"
             out.append((f"{p}.conv1.weight", (planes, inplanes, 1, 1)))
@@ -158,8 +158,8 @@ def _official_keys_cached(items: tuple) -> tuple[tuple[str, Shape], ...]:
     enc.append((EMBED_KEY, (c.vocab_size, dim)))
     enc += _norm("encoder.layernorm_embedding", dim)
     enc.append(("encoder.type_embedding.weight", (2, dim)))
-    enc += _resnet("encoder.embed_images", c.resnet_layers)
-    enc += _linear("encoder.image_proj", dim, 1024)
+    enc += _resnet("encoder.embed_images", c.resnet_layers, c.resnet_width)
+    enc += _linear("encoder.image_proj", dim, 16 * c.resnet_width)
     enc += _norm("encoder.patch_layernorm_embedding", dim)
     enc.append(("encoder.embed_positions.weight", (c.max_source_positions + 2, dim)))
     enc.append(("encoder.embed_image_positions.weight", (image_positions, dim)))
@@ -380,7 +380,7 @@ def finalize_state_dict(
 
 # ---- reading hyperparameters back from the tensors --------------------------------------------
 
-_RESNET_BY_BLOCKS = {(3, 4, 6): "resnet50", (3, 4, 23): "resnet101", (3, 8, 36): "resnet152"}
+_RESNET_BY_BLOCKS = {blocks: name for name, blocks in RESNET_LAYERS.items()}
 
 
 def _count(sd: Mapping[str, torch.Tensor], prefix: str) -> int:
@@ -439,6 +439,9 @@ def infer_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
     blocks = tuple(_count(sd, f"encoder.embed_images.layer{i}.") for i in (1, 2, 3))
     if blocks in _RESNET_BY_BLOCKS:
         out["resnet_type"] = _RESNET_BY_BLOCKS[blocks]
+    stem = shape("encoder.embed_images.conv1.weight")
+    if stem:
+        out["resnet_width"] = stem[0]
     idx = shape("decoder.image_position_idx")
     if idx and idx[0] > 770:
         window = math.isqrt(idx[0] - 770)

@@ -58,8 +58,8 @@ class Encoder(nn.Module):
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = nn.LayerNorm(dim)
         self.type_embedding = nn.Embedding(2, dim)
-        self.embed_images = ResNetTrunk(cfg.resnet_layers, cfg.resnet_drop_path_rate)
-        self.image_proj = nn.Linear(ResNetTrunk.out_channels, dim)
+        self.embed_images = ResNetTrunk(cfg.resnet_layers, cfg.resnet_drop_path_rate, cfg.resnet_width)
+        self.image_proj = nn.Linear(self.embed_images.out_channels, dim)
         self.patch_layernorm_embedding = nn.LayerNorm(dim)
         self.embed_positions = nn.Embedding(cfg.max_source_positions + 2, dim)
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size ** 2 + 1, dim)

@@ -38,20 +38,20 @@ class Bottleneck(nn.Module):
 
 
 class ResNetTrunk(nn.Module):
-    """conv7x7/2 + BN + ReLU + maxpool, then three bottleneck stages (64, 128, 256 planes)."""
+    """conv7x7/2 + BN + ReLU + maxpool, then three bottleneck stages (64, 128, 256 planes at the
+    official width 64)."""
 
-    out_channels = 1024
-
-    def __init__(self, layers: tuple[int, int, int], drop_path_rate: float = 0.0) -> None:
+    def __init__(self, layers: tuple[int, int, int], drop_path_rate: float = 0.0, width: int = 64) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.out_channels = 16 * width  # 1024 for the official width 64
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self._inplanes = 64
-        self.layer1 = self._stage(64, layers[0], 1, drop_path_rate)
-        self.layer2 = self._stage(128, layers[1], 2, drop_path_rate)
-        self.layer3 = self._stage(256, layers[2], 2, drop_path_rate)
+        self._inplanes = width
+        self.layer1 = self._stage(width, layers[0], 1, drop_path_rate)
+        self.layer2 = self._stage(2 * width, layers[1], 2, drop_path_rate)
+        self.layer3 = self._stage(4 * width, layers[2], 2, drop_path_rate)
         # channels-last convolutions are ~1.6x faster on CPU (oneDNN) and on tensor-core GPUs;
         # loading a state dict copies into these tensors and keeps their layout
         self.to(memory_format=torch.channels_last)
