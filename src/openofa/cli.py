@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="ofa-demo", help="folder for the example image and the drawn box")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
 
+    sub.add_parser("train", help="train or finetune from a recipe (see docs/training.md)", add_help=False)
+
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")
     p.add_argument("dst")
@@ -285,6 +287,11 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":  # the trainer has its own parser (also run by torchrun)
+        from openofa.train.cli import main as train_main
+
+        return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

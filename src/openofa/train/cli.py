@@ -1,0 +1,202 @@
+"""``ofa train RECIPE [--set key=value ...] [--resume] [--run-dir DIR]``.
+
+One process::
+
+    python -m openofa.train.cli recipes/caption_base.yaml --set init_from=ofa_base.pt
+
+Many processes (one machine or many) are started by torchrun, never by us::
+
+    torchrun --nproc_per_node 8 -m openofa.train.cli recipes/caption_large.yaml
+
+``RECIPE`` is a YAML/JSON file or the name of one in the repository's ``recipes/`` folder. A
+run continues from ``<run_dir>/last.pt`` when it exists (``--resume`` insists on it,
+``--fresh`` refuses to overwrite it). Bad input ends with ``error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any, Sequence
+
+from openofa.errors import OFAError
+
+
+def build_parser(prog: str = "ofa train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="train or finetune an OFA model from a recipe")
+    p.add_argument("recipe", help="a recipe file (YAML or JSON) or the name of one in recipes/")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key (data.max_src_length=100 for keys of a section); repeatable")
+    p.add_argument("--run-dir", help="where checkpoints, logs and exported weights go (recipe: run_dir)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt; fail if there is none")
+    g.add_argument("--fresh", action="store_true", help="start a new run; fail if RUN_DIR/last.pt exists")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    from openofa.train.recipe import find_recipe, load_recipe
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    if args.resume:
+        overrides.append("resume=always")
+    elif args.fresh:
+        overrides.append("resume=never")
+    return load_recipe(find_recipe(args.recipe), overrides)
+
+
+# ---- model and data ------------------------------------------------------------------------------------
+def build_model_for(cfg) -> Any:
+    """The model a recipe starts from: ``init_from`` weights (any checkpoint layout) with the
+    recipe's ``model_config`` applied, or fresh weights of size ``model`` (seeded by ``seed``)."""
+    import torch
+
+    from openofa.config import get_config
+    from openofa.model import OFAModel, build_model
+
+    overrides = dict(cfg.model_config)
+    size = get_config(cfg.model)
+    image_size = cfg.data.get("patch_image_size") if isinstance(cfg.data, dict) else None
+    if image_size:
+        overrides.setdefault("patch_image_size", int(image_size))
+    torch.manual_seed(cfg.seed)  # identical initial weights in every process
+    if not cfg.init_from:
+        return build_model(dataclasses.replace(size, **overrides))
+    from openofa.checkpoints import load_checkpoint
+
+    try:
+        config, state_dict, _meta = load_checkpoint(cfg.init_from)
+    except OFAError as e:
+        raise OFAError(f"init_from: {e}") from None
+    shape = ("encoder_layers", "decoder_layers", "encoder_embed_dim", "resnet_type")
+    expected = {k: overrides.get(k, getattr(size, k)) for k in shape}
+    if any(getattr(config, k) != expected[k] for k in shape):
+        got = ", ".join(f"{k}={getattr(config, k)}" for k in shape)
+        want = ", ".join(f"{k}={v}" for k, v in expected.items())
+        raise OFAError(f"init_from {cfg.init_from}: a model with {got}, but the recipe (model: {cfg.model} "
+                       f"and model_config) asks for {want}")
+    config = dataclasses.replace(config, **overrides)
+    model = OFAModel(config)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).strip().splitlines()[:2])[:300]
+        raise OFAError(f"init_from {cfg.init_from}: weights do not fit the model with model_config "
+                       f"{cfg.model_config} ({detail})") from None
+    return model
+
+
+def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
+    """(train, valid) datasets of a recipe (valid may be None). ``task: synthetic`` needs no files;
+    every other task goes through ``openofa.data.build_dataset``. Each process gets the whole
+    dataset (``shard=None``): the trainer splits the batches between processes itself."""
+    vocab = model_config.vocab_size if model_config is not None else 1000
+    if cfg.task == "synthetic":
+        from openofa.train.synthetic import synthetic_datasets
+
+        return synthetic_datasets(cfg.data, vocab_size=vocab, seed=cfg.seed)
+    try:
+        from openofa.data import build_dataset
+    except ImportError as e:
+        raise OFAError(f"task {cfg.task!r} needs the data layer (openofa.data.build_dataset), which is not "
+                       f"available here ({e}); task: synthetic runs without it") from None
+    if not cfg.train_data:
+        raise OFAError("train_data is not set (give it in the recipe or with --set train_data=PATH)")
+    options = dict(cfg.data)
+    options.setdefault("tokenizer", getattr(model_config, "language", None) or "en")
+    options["shard"] = None
+
+    def one(paths, split):
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        parts = [build_dataset(cfg.task, p, split=split, **options) for p in paths]
+        return parts[0] if len(parts) == 1 else _Concat(parts)
+
+    train = one(cfg.train_data, "train")
+    valid = one(cfg.valid_data, "valid") if cfg.valid_data else None
+    return train, valid
+
+
+class _Concat:
+    """Several files of one task as one dataset (the original's comma-separated data files)."""
+
+    def __init__(self, parts: list) -> None:
+        import torch
+
+        self.parts = parts
+        self.inner = torch.utils.data.ConcatDataset(parts)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int):
+        return self.inner[i]
+
+    def collater(self, samples):
+        return self.parts[0].collater(samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts:
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+
+
+def task_evaluate(cfg, model_config, valid) -> Any:
+    """The validation metric a recipe names (``best_metric``: cider, vqa_score, ...) as an
+    ``evaluate(model) -> dict[str, float]`` callable, or None where there is none yet. This is
+    where the task metrics computed through the shared generator plug in."""
+    return None
+
+
+def run(cfg, *, evaluate=None, hooks=()) -> dict:
+    """Build everything a config names and train; returns the trainer's summary."""
+    from openofa.train.distributed import cleanup, init_distributed
+    from openofa.train.trainer import Trainer
+
+    info = init_distributed(cfg.device, need_group=cfg.parallel == "fsdp")
+    try:
+        model = build_model_for(cfg)
+        train, valid = build_datasets(cfg, model.config)
+        if evaluate is None and valid is not None:
+            evaluate = task_evaluate(cfg, model.config, valid)
+            if evaluate is None and cfg.best_metric not in ("loss", "nll_loss"):
+                if info.is_main:
+                    print(f"note: no {cfg.best_metric} evaluation for task {cfg.task} yet; validating by "
+                          "label-smoothed loss (best = lowest)", file=sys.stderr)
+                cfg = dataclasses.replace(cfg, best_metric="loss", maximize_best=False)
+        trainer = Trainer(cfg, model, train, valid_data=valid, evaluate=evaluate, hooks=hooks, dist_info=info)
+        return trainer.fit()
+    finally:
+        cleanup(info)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.print_config:
+            import json
+
+            print(json.dumps(cfg.to_dict(), indent=2))
+            return 0
+        summary = run(cfg)
+    except OFAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run again with the same command to continue from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    if summary.get("rank", 0) != 0:
+        return 0
+    best = summary.get("best")
+    tail = f", best {summary['best_metric']} {best:.4g} at update {summary['best_update']}" if best is not None else ""
+    print(f"done: {summary['num_updates']} updates in {summary['run_dir']}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

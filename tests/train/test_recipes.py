@@ -1,0 +1,128 @@
+"""Recipes: every file in recipes/ reads into a valid TrainConfig with the original scripts'
+values, says how to launch it, and fits the data layer's options; errors name file and key."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+from openofa.errors import OFAError
+from openofa.train.recipe import TrainConfig, apply_overrides, config_from_mapping, load_recipe
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+ALL = sorted(RECIPES.glob("*.yaml"))
+
+yaml = pytest.importorskip("yaml", reason="YAML recipes need PyYAML")
+
+
+def test_every_task_and_size_has_a_recipe():
+    names = {p.stem for p in ALL}
+    for task in ("caption", "vqa", "refcoco", "snli_ve", "imagenet", "gigaword", "glue_mnli", "glue_sst2",
+                 "glue_cola", "glue_rte", "glue_qnli", "glue_qqp", "glue_mrpc"):
+        for size in ("base", "large"):
+            assert f"{task}_{size}" in names
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_recipe_reads_and_says_how_to_launch(path):
+    cfg = load_recipe(path)
+    head = path.read_text().split("\n\n")[0]
+    assert f"python -m openofa.train.cli recipes/{path.name}" in head
+    assert "torchrun --nproc_per_node" in head and f"recipes/{path.name}" in head
+    assert cfg.run_dir == f"runs/{path.stem}"
+    if cfg.task != "synthetic":
+        # values every original finetuning script shares
+        assert (cfg.weight_decay, cfg.adam_betas, cfg.adam_eps, cfg.clip_norm) == (0.01, [0.9, 0.999], 1e-8, 1.0)
+        assert cfg.model in path.stem and cfg.init_from == f"checkpoints/ofa_{cfg.model}.pt"
+        assert cfg.precision == "fp16" and cfg.fp16_scale_window == 512 and cfg.validation_seed == 7
+        assert cfg.maximize_best and cfg.model_config["resnet_drop_path_rate"] == 0.0
+
+
+def test_values_of_some_original_scripts():
+    c = load_recipe(RECIPES / "caption_base.yaml")
+    assert (c.lr, c.max_epoch, c.warmup_ratio, c.batch_size, c.update_freq) == (1e-5, 5, 0.06, 8, 4)
+    assert (c.drop_worst_ratio, c.drop_worst_after, c.freeze_embedding, c.label_smoothing) == (0.2, 6000, True, 0.1)
+    assert c.data == {"columns": "0,4,2", "patch_image_size": 480, "max_src_length": 80, "max_tgt_length": 20}
+    v = load_recipe(RECIPES / "vqa_large.yaml")
+    assert (v.total_num_update, v.max_update, v.warmup_updates, v.lr, v.ema_decay) == (40000, 40000, 1000, 5e-5, 0.9999)
+    assert v.model_config["encoder_drop_path_rate"] == 0.2
+    r = load_recipe(RECIPES / "refcoco_large.yaml")
+    assert (r.lr, r.max_epoch, r.update_freq, r.data["patch_image_size"], r.freeze_embedding) == (3e-5, 10, 8, 512, False)
+    s = load_recipe(RECIPES / "snli_ve_large.yaml")
+    assert (s.lr, s.max_epoch, s.label_smoothing) == (2e-5, 6, 0.0)
+    g = load_recipe(RECIPES / "gigaword_large.yaml")
+    assert (g.lr, g.batch_size, g.data["noise_ratio"], g.eval["len_penalty"]) == (1e-4, 64, 0.2, 0.7)
+    m = load_recipe(RECIPES / "glue_mnli_large.yaml")
+    assert (m.fp16_init_scale, m.label_smoothing, m.data["prompt_type"]) == (16, 0.0, "src")
+
+
+@pytest.mark.parametrize("path", [p for p in ALL if not p.stem.startswith("synthetic")], ids=lambda p: p.stem)
+def test_recipes_fit_the_data_layer_and_generator(path):
+    cfg = load_recipe(path)
+    data = pytest.importorskip("openofa.data")
+    from openofa.data.samples import SampleBuilder
+    from openofa.generation import GenerationConfig
+
+    data.canonical_task(cfg.task)
+    data.resolve_columns(cfg.task, cfg.data["columns"])
+    accepted = set(inspect.signature(data.build_dataset).parameters) | set(
+        inspect.signature(SampleBuilder.__init__).parameters)
+    assert set(cfg.data) <= accepted
+    known = {f for f in GenerationConfig.__dataclass_fields__} | {"mode"}
+    assert set(cfg.eval) <= known
+
+
+def test_errors_name_the_file_and_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: caption\nmax_epoch: 1\nlrr: 1.0e-5\n")
+    with pytest.raises(OFAError, match=r"bad\.yaml: unknown key 'lrr' \(did you mean 'lr'\?\)"):
+        load_recipe(bad)
+    bad.write_text("max_epoch: 1\nbatch_size: eight\n")
+    with pytest.raises(OFAError, match=r"bad\.yaml: batch_size: expected an integer"):
+        load_recipe(bad)
+    bad.write_text("max_epoch: 1\nmodel_config: {dropot: 0.1}\n")
+    with pytest.raises(OFAError, match=r"model_config\.dropot: unknown OFAConfig field"):
+        load_recipe(bad)
+    bad.write_text("max_epoch: 1\nprecision: fp8\n")
+    with pytest.raises(OFAError, match=r"bad\.yaml: precision: 'fp8'"):
+        load_recipe(bad)
+    bad.write_text("lr: 1.0e-5\n")
+    with pytest.raises(OFAError, match="set max_epoch or max_update"):
+        load_recipe(bad)
+    bad.write_text("task: [unclosed\n")
+    with pytest.raises(OFAError, match=r"bad\.yaml: not valid YAML at line"):
+        load_recipe(bad)
+    with pytest.raises(OFAError, match="no such recipe"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_overrides_and_json(tmp_path):
+    cfg = load_recipe(RECIPES / "caption_base.yaml", ["lr=2e-5", "data.max_src_length=100", "update_freq=16",
+                                                      "model_config.dropout=0.0", "eval.beam_size=3"])
+    assert (cfg.lr, cfg.data["max_src_length"], cfg.data["patch_image_size"], cfg.update_freq) == (2e-5, 100, 480, 16)
+    assert cfg.model_config["dropout"] == 0.0 and cfg.eval["beam_size"] == 3
+    with pytest.raises(OFAError, match="only .* take dotted keys"):
+        apply_overrides({}, ["lr.x=1"])
+    with pytest.raises(OFAError, match="expected key=value"):
+        apply_overrides({}, ["lr"])
+    js = tmp_path / "r.json"
+    js.write_text(json.dumps({"task": "synthetic", "model": "tiny", "max_update": 3}))
+    assert load_recipe(js).max_update == 3
+    assert config_from_mapping({"max_epoch": 1}).to_dict() == TrainConfig(max_epoch=1).to_dict()
+
+
+def test_command_line(tmp_path, capsys):
+    from openofa.train.cli import main
+
+    assert main([str(RECIPES / "caption_base.yaml"), "--print-config", "--set", "lr=3e-5"]) == 0
+    assert json.loads(capsys.readouterr().out)["lr"] == 3e-5
+    assert main(["caption_base", "--print-config"]) == 0  # a bare name is looked up in recipes/
+    capsys.readouterr()
+    assert main([str(RECIPES / "caption_base.yaml"), "--set", "lrr=1"]) == 2
+    assert "error: " in capsys.readouterr().err
+    assert main([str(RECIPES / "caption_base.yaml"), "--set", f"init_from={tmp_path}/none.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: init_from: ") and err.count("\n") == 1
