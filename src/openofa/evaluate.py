@@ -65,6 +65,10 @@ def evaluate(ofa, task: str, path: str | Path, *, split: str = "test", columns: 
     preds = [_prediction(run_task, r) for r in results]
     headline = METRICS[run_task](preds, refs)
     metrics: dict[str, Any] = {METRIC_NAMES[run_task]: headline, "count": len(preds), "task": name}
+    if name == "cola":  # CoLA is scored by Matthews correlation
+        from openofa.metrics import matthews_correlation
+
+        metrics["MCC"] = float(matthews_correlation(preds, refs))
     if run_task == "caption":
         from openofa.metrics import caption_scores
 

@@ -145,10 +145,38 @@ class _Concat:
 
 
 def task_evaluate(cfg, model_config, valid) -> Any:
-    """The validation metric a recipe names (``best_metric``: cider, vqa_score, ...) as an
-    ``evaluate(model) -> dict[str, float]`` callable, or None where there is none yet. This is
-    where the task metrics computed through the shared generator plug in."""
-    return None
+    """The validation metric a recipe names (``best_metric``: cider, vqa_score, acc, ...) as an
+    ``evaluate(model) -> dict[str, float]`` callable: the task is run on the validation file
+    through the same API and generator as inference (decoding options from ``cfg.eval``; ``limit``
+    caps the rows), and the task's headline metric is reported under the recipe's name."""
+    if cfg.best_metric in ("loss", "nll_loss") or not cfg.valid_data or cfg.task == "synthetic":
+        return None
+    valid_path = cfg.valid_data[0] if isinstance(cfg.valid_data, (list, tuple)) else cfg.valid_data
+    options = dict(cfg.eval or {})
+    limit = options.pop("limit", None)
+    data = dict(cfg.data or {})
+
+    def evaluate(model) -> dict[str, float]:
+        from openofa.api import OFA
+        from openofa.evaluate import evaluate as run_eval
+
+        net = getattr(model, "module", model)
+        was_training = net.training
+        ofa = OFA(net.eval(), image_size=data.get("patch_image_size"),
+                  task_settings={"prompt_type": data.get("prompt_type")} if data.get("prompt_type") else None)
+        try:
+            metrics = run_eval(ofa, cfg.task, valid_path, split="valid", columns=data.get("columns"),
+                               limit=limit, batch_size=cfg.batch_size, progress=False, **options)
+        finally:
+            net.train(was_training)
+        scores = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "count"}
+        headline = next(iter(scores.values()))
+        if cfg.best_metric == "mcc" and "MCC" in scores:
+            headline = scores["MCC"]
+        scores[cfg.best_metric] = headline
+        return scores
+
+    return evaluate
 
 
 def run(cfg, *, evaluate=None, hooks=()) -> dict:
