@@ -42,7 +42,9 @@ class OFA:
         self.tokenizer = OFATokenizer.from_language(model.config.language)
         #: image side for all tasks; None = the checkpoint's / each task's own default
         self.image_size = image_size
-        self.task_settings = dict(task_settings or {})
+        # task settings saved with the model (our format keeps them in config.extra["task"]), then the
+        # checkpoint's task section, then what the caller says
+        self.task_settings = {**dict(model.config.extra.get("task", {})), **dict(task_settings or {})}
         self.batch_size = batch_size
 
     # ---- construction -------------------------------------------------------------------------
@@ -50,7 +52,8 @@ class OFA:
     def load(cls, path: str | Path | None = None, *, ema: bool = False, device: str | None = None,
              dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
              image_size: int | None = None) -> "OFA":
-        """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``).
+        """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
+        without a path, the project's own small model shipped in the package.
 
         ``dtype`` sets the image trunk and encoder precision; the decoder stays float32 unless
         ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`)."""
@@ -58,7 +61,12 @@ class OFA:
         from openofa.model import OFAModel
 
         if path is None:
-            raise OFAError("no model given: pass a checkpoint path (official .pt, HF folder, or ours)")
+            from openofa.weights import bundled_model
+
+            path = bundled_model()
+            if path is None:
+                raise OFAError("no model given and this installation has no bundled model: pass a checkpoint "
+                               "path (official .pt, HF folder, or ours)")
         config, state_dict, meta = load_checkpoint(path, ema=ema)
         model = OFAModel(config)
         model.load_state_dict(state_dict, strict=True)
@@ -75,10 +83,15 @@ class OFA:
     def task_image_size(self, task: Task) -> int:
         if self.image_size is not None:
             return int(self.image_size)
-        if task.name == "ground":
-            return task.image_size  # grounding always uses its own 512 transform
         size = self.task_settings.get("patch_image_size")
+        if task.name == "ground" and not self.grounding_settings():
+            return task.image_size  # settings of a non-grounding checkpoint do not apply to grounding
         return int(size) if size else task.image_size
+
+    def grounding_settings(self) -> bool:
+        """Whether the loaded settings were made for grounding (a RefCOCO checkpoint or ours)."""
+        name = str(self.task_settings.get("_name", "refcoco"))
+        return "max_image_size" in self.task_settings and name.startswith("refcoco")
 
     def image_tensor(self, image, task: Task, return_size: bool = False):
         img = load_image(image)
@@ -113,8 +126,10 @@ class OFA:
                 "patch_images": images, "patch_masks": masks}
 
     def generate(self, examples: list[Example], defaults: dict[str, Any], constraints: Trie | None = None,
-                 **overrides: Any):
-        """Best hypothesis per example with the task's decoding ``defaults`` updated by ``overrides``."""
+                 task: str | None = None, **overrides: Any):
+        """Best hypothesis per example with the task's decoding ``defaults``, updated by the model's
+        own settings for ``task`` (``task_settings["generation"][task]``), then by ``overrides``."""
+        defaults = {**defaults, **dict(self.task_settings.get("generation", {}).get(task, {}))}
         known = {f.name for f in dataclasses.fields(GenerationConfig)}
         bad = sorted(set(overrides) - known)
         if bad:

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", "-m", help="official .pt, Hugging Face folder, or our folder")
+    common.add_argument("--model", "-m", help="official .pt, Hugging Face folder, or our folder "
+                        "(default: the project's own small model)")
     common.add_argument("--ema", action="store_true", help="use the EMA weights of an official checkpoint")
     common.add_argument("--device", default="cpu")
     common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
 
     sub.add_parser("train", help="train or finetune from a recipe (see docs/training.md)", add_help=False)
+
+    p = sub.add_parser("scenes", help="write procedural scenes (images + caption/vqa/ground JSONL)")
+    p.add_argument("out")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")
@@ -297,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "convert":
             return run_convert(args)
+        if args.command == "scenes":
+            from openofa.scenes import write_dataset
+
+            files = write_dataset(args.out, n=args.n, seed=args.seed)
+            print("\n".join(str(p) for p in files.values()))
+            return 0
         if args.command == "eval":
             return run_eval(args)
         if args.command == "demo":

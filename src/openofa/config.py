@@ -167,6 +167,9 @@ _REGISTRY = {
     "base": lambda: _size((6, 6), 768, 12, 3072, "resnet101"),
     "large": lambda: _size((12, 12), 1024, 16, 4096, "resnet152"),
     "huge": lambda: _size((24, 12), 1280, 16, 5120, "resnet152"),
+    # the project's own small model (trained on procedural scenes, shipped inside the package)
+    "mini": lambda: _size((3, 3), 96, 4, 384, "resnet-small", resnet_width=16, max_source_positions=128,
+                          max_target_positions=64, image_bucket_size=16),
     "base-zh": lambda: _size((6, 6), 768, 12, 3072, "resnet101", vocab_size=ZH_VOCAB_SIZE, language="zh"),
     "large-zh": lambda: _size((12, 12), 1024, 16, 4096, "resnet152", vocab_size=ZH_VOCAB_SIZE, language="zh"),
 }

@@ -1,8 +1,8 @@
 """``ofa demo``: caption, VQA and grounding on an example image, written to a folder.
 
-Without ``--model`` it uses a tiny model with the deterministic recipe weights of the test
-fixtures (written once to a cache folder). Those weights are not trained, so the answers are
-noise; they show that every stage runs. Pass ``--model`` with a real checkpoint for real answers.
+Without ``--model`` it uses the project's own small model shipped in the package (trained on
+procedural scenes like the example image). An installation without it falls back to a tiny model
+with the untrained recipe weights of the test fixtures, whose answers are noise.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from PIL import Image, ImageDraw
 
 
 def example_image(path: Path) -> Path:
-    """A small synthetic scene: a red square and a blue circle on a light background."""
-    img = Image.new("RGB", (320, 240), (235, 232, 220))
+    """A scene like the training data: a large red square and a large blue circle."""
+    from openofa.scenes import COLORS
+
+    img = Image.new("RGB", (256, 256), (214, 206, 190))
     draw = ImageDraw.Draw(img)
-    draw.rectangle((40, 60, 130, 150), fill=(200, 30, 30))
-    draw.ellipse((180, 80, 280, 180), fill=(30, 60, 200))
+    draw.rectangle((28, 84, 118, 174), fill=COLORS["red"])
+    draw.ellipse((146, 60, 238, 152), fill=COLORS["blue"])
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
@@ -44,8 +46,15 @@ def run_demo(model: str | None, out_dir: str, dtype: str = "fp32") -> int:
     out = Path(out_dir)
     image = example_image(out / "example.png")
     if model is None:
-        print("no --model given: using tiny with untrained recipe weights (answers are noise)")
-        model = str(recipe_checkpoint("tiny"))
+        from openofa.weights import bundled_model
+
+        bundled = bundled_model()
+        if bundled is not None:
+            print("model: the project's own small model (trained on procedural scenes)")
+            model = str(bundled)
+        else:
+            print("no --model given and no bundled model: using tiny with untrained recipe weights (answers are noise)")
+            model = str(recipe_checkpoint("tiny"))
     ofa = OFA.load(model, dtype=dtype)
     caption = ofa.caption(str(image))
     answer = ofa.vqa(str(image), "what color is the circle?", max_len_b=16)

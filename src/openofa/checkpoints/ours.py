@@ -54,11 +54,14 @@ def config_from_json(data: Mapping[str, Any], source: str) -> OFAConfig:
         raise OFAError(f"{source}: bad config value ({e})") from None
 
 
-def save_pretrained(folder: str | Path, config: OFAConfig, state_dict: Mapping[str, torch.Tensor]) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into ``folder`` (created if needed)."""
+def save_pretrained(folder: str | Path, config: OFAConfig, state_dict: Mapping[str, torch.Tensor],
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into ``folder`` (created if needed).
+    ``dtype`` (e.g. ``torch.float16``) stores floating tensors smaller; loading returns float32."""
     sd = finalize_state_dict(config, state_dict, source="state dict to save")
     text = config_to_json(config)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items() if k not in TIED_KEYS}
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in sd.items() if k not in TIED_KEYS}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(tensors, folder / WEIGHTS_FILE, {"format": "pt", "openofa_format_version": str(FORMAT_VERSION)})

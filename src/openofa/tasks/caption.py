@@ -21,7 +21,7 @@ class Caption(Task):
         return Example(ofa.tokenizer.encode(prompt, bos=True, eos=True), ofa.image_tensor(image, self))
 
     def predict(self, ofa, examples, **options):
-        hypos = ofa.generate(examples, self.generation, **options)
+        hypos = ofa.generate(examples, self.generation, task=self.name, **options)
         out = []
         for best in hypos:
             text = ofa.decode_text(best.tokens)

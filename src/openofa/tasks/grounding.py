@@ -37,7 +37,7 @@ class Grounding(Task):
     def predict(self, ofa, examples, restrict_to_bins: bool = True, **options):
         cfg = ofa.model.config
         rng = (cfg.bin_0, cfg.vocab_size) if restrict_to_bins else None
-        hypos = ofa.generate(examples, self.generation, constraint_range=rng, **options)
+        hypos = ofa.generate(examples, self.generation, task=self.name, constraint_range=rng, **options)
         out = []
         for ex, h in zip(examples, hypos):
             ids = h.tokens[:-1] if len(h.tokens) and int(h.tokens[-1]) == cfg.eos else h.tokens
@@ -45,7 +45,9 @@ class Grounding(Task):
             if len(bins) < 4 or any(b < 0 or b >= cfg.num_bins for b in bins):
                 out.append({"box": None, "score": h.score, "tokens": [int(t) for t in ids]})
                 continue
-            v = [b / (cfg.num_bins - 1) * self.max_image_size for b in bins]
+            max_size = float(ofa.task_settings.get("max_image_size", self.max_image_size)) \
+                if ofa.grounding_settings() else self.max_image_size
+            v = [b / (cfg.num_bins - 1) * max_size for b in bins]
             info = ex.info
             box = [v[0] / info["w_ratio"], v[1] / info["h_ratio"], v[2] / info["w_ratio"], v[3] / info["h_ratio"]]
             box = [min(max(box[0], 0.0), info["w"]), min(max(box[1], 0.0), info["h"]),

@@ -27,5 +27,5 @@ class Summarize(Task):
         return Example([tok.bos] + ids + [tok.eos])
 
     def predict(self, ofa, examples, **options):
-        hypos = ofa.generate(examples, self.generation, **options)
+        hypos = ofa.generate(examples, self.generation, task=self.name, **options)
         return [{"summary": ofa.decode_text(h.tokens).lower().strip(), "score": h.score} for h in hypos]

@@ -55,6 +55,6 @@ class VQA(Task):
                 out.append({"answer": answers[best], "score": float(row[best])})
             return out
         trie = ofa.answer_trie(answers) if mode == "trie" else None
-        hypos = ofa.generate(examples, self.generation, constraints=trie, **options)
+        hypos = ofa.generate(examples, self.generation, task=self.name, constraints=trie, **options)
         return [{"answer": ofa.decode_text(h.tokens[len(ex.prefix):]).strip(), "score": h.score}
                 for ex, h in zip(examples, hypos)]

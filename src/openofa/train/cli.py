@@ -104,6 +104,8 @@ def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
     except ImportError as e:
         raise OFAError(f"task {cfg.task!r} needs the data layer (openofa.data.build_dataset), which is not "
                        f"available here ({e}); task: synthetic runs without it") from None
+    if cfg.task == "mixture":
+        return _mixture_datasets(cfg, build_dataset, model_config)
     if not cfg.train_data:
         raise OFAError("train_data is not set (give it in the recipe or with --set train_data=PATH)")
     options = dict(cfg.data)
@@ -118,6 +120,22 @@ def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
     train = one(cfg.train_data, "train")
     valid = one(cfg.valid_data, "valid") if cfg.valid_data else None
     return train, valid
+
+
+_TASK_EXTRAS = ("conf", "w_resize_ratio", "h_resize_ratio", "region_coord", "ref", "prefix")
+
+
+def _mixture_datasets(cfg, build_dataset, model_config) -> tuple[Any, Any]:
+    """Several tasks in one training set; batches mix tasks, so task-specific extras are dropped
+    and every sample contributes plain token-level cross-entropy."""
+    if not cfg.mixture:
+        raise OFAError("task: mixture needs 'mixture: {task: train file, ...}' in the recipe")
+    shared = {k: v for k, v in cfg.data.items() if not isinstance(v, dict)}
+    shared.setdefault("tokenizer", getattr(model_config, "language", None) or "en")
+    shared["shard"] = None
+    parts = [build_dataset(task, path, split="train", **{**shared, **dict(cfg.data.get(task) or {})})
+             for task, path in cfg.mixture.items()]
+    return _Mixture(parts), None
 
 
 class _Concat:
@@ -142,6 +160,16 @@ class _Concat:
         for part in self.parts:
             if hasattr(part, "set_epoch"):
                 part.set_epoch(epoch)
+
+
+class _Mixture(_Concat):
+    """Datasets of different tasks as one; the collater keeps only what every task has."""
+
+    def collater(self, samples):
+        plain = [None if s is None or not isinstance(s, dict) else {k: v for k, v in s.items()
+                                                                     if k not in _TASK_EXTRAS}
+                 for s in samples]
+        return self.parts[0].collater([p if p is not None else s for p, s in zip(plain, samples)])
 
 
 def task_evaluate(cfg, model_config, valid) -> Any:
@@ -228,3 +256,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

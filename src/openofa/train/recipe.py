@@ -44,6 +44,9 @@ class TrainConfig:
     model_config: dict = field(default_factory=dict)  # OFAConfig fields: dropout, drop path rates...
     # ---- data ------------------------------------------------------------------------------------
     train_data: str | list[str] | None = None
+    # task: mixture -> {task: train file} (multi-task training, e.g. the project's own model);
+    # data options per task under data[task], shared ones at the top of data
+    mixture: dict = field(default_factory=dict)
     valid_data: str | list[str] | None = None
     data: dict = field(default_factory=dict)  # options for openofa.data.build_dataset
     num_workers: int = 0
