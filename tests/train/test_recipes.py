@@ -33,7 +33,7 @@ def test_recipe_reads_and_says_how_to_launch(path):
     assert f"python -m openofa.train.cli recipes/{path.name}" in head
     assert "torchrun --nproc_per_node" in head and f"recipes/{path.name}" in head
     assert cfg.run_dir == f"runs/{path.stem}"
-    if cfg.task != "synthetic":
+    if cfg.task not in ("synthetic", "mixture"):
         # values every original finetuning script shares
         assert (cfg.weight_decay, cfg.adam_betas, cfg.adam_eps, cfg.clip_norm) == (0.01, [0.9, 0.999], 1e-8, 1.0)
         assert cfg.model in path.stem and cfg.init_from == f"checkpoints/ofa_{cfg.model}.pt"
@@ -66,11 +66,17 @@ def test_recipes_fit_the_data_layer_and_generator(path):
     from openofa.data.samples import SampleBuilder
     from openofa.generation import GenerationConfig
 
-    data.canonical_task(cfg.task)
-    data.resolve_columns(cfg.task, cfg.data["columns"])
     accepted = set(inspect.signature(data.build_dataset).parameters) | set(
         inspect.signature(SampleBuilder.__init__).parameters)
-    assert set(cfg.data) <= accepted
+    if cfg.task == "mixture":  # per-task options under data[task], shared ones at the top
+        for task in cfg.mixture:
+            data.canonical_task(task)
+            assert set(cfg.data.get(task) or {}) <= accepted
+        assert {k for k, v in cfg.data.items() if not isinstance(v, dict)} <= accepted
+    else:
+        data.canonical_task(cfg.task)
+        data.resolve_columns(cfg.task, cfg.data["columns"])
+        assert set(cfg.data) <= accepted
     known = {f for f in GenerationConfig.__dataclass_fields__} | {"mode"}
     assert set(cfg.eval) <= known
 
