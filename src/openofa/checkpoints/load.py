@@ -27,20 +27,12 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise OFAError(f"{path}: no such file or directory")
-    if path.is_dir():
-        cfg_path = path / "config.json"
+    if path.is_dir() or path.suffix == ".safetensors":
+        cfg_path = (path if path.is_dir() else path.parent) / "config.json"
         if not cfg_path.is_file():
-            raise OFAError(f"{path}: folder has no config.json; {_EXPECTED}")
-        data = ours.read_config(cfg_path)
-        if ours.is_our_config(data):
-            return "ours"
-        if hf.is_hf_config(data):
-            return "hf"
-        raise OFAError(f"{cfg_path}: neither an openofa config nor an OFA Hugging Face config; {_EXPECTED}")
-    if path.suffix == ".safetensors":
-        cfg_path = path.parent / "config.json"
-        if not cfg_path.is_file():
-            raise OFAError(f"{path}: a .safetensors file needs a config.json next to it; {_EXPECTED}")
+            where = "folder has no config.json" if path.is_dir() else \
+                "a .safetensors file needs a config.json next to it"
+            raise OFAError(f"{path}: {where}; {_EXPECTED}")
         data = ours.read_config(cfg_path)
         if ours.is_our_config(data):
             return "ours"
