@@ -39,7 +39,7 @@ class OFA:
     def __init__(self, model, *, image_size: int | None = None, task_settings: dict | None = None,
                  batch_size: int = 8) -> None:
         self.model = model.eval()
-        self.tokenizer = OFATokenizer.from_language(model.config.language)
+        self.tokenizer = OFATokenizer.for_config(model.config)
         #: image side for all tasks; None = the checkpoint's / each task's own default
         self.image_size = image_size
         # task settings saved with the model (our format keeps them in config.extra["task"]), then the

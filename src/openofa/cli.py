@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--questions", type=int, default=None, help="at most this many questions per scene")
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "scenes":
             from openofa.scenes import write_dataset
 
-            files = write_dataset(args.out, n=args.n, seed=args.seed)
+            files = write_dataset(args.out, n=args.n, seed=args.seed, questions=args.questions)
             print("\n".join(str(p) for p in files.values()))
             return 0
         if args.command == "eval":

@@ -43,6 +43,8 @@ class OFAConfig:
     num_bins: int = 1000
     code_dict_size: int = 8192
     language: str = "en"  # "en" (GPT-2 BPE) or "zh" (BERT wordpiece)
+    # None: the language's whole dict.txt; a name: only the text symbols of dict.<name>.txt (small models)
+    text_vocab: str | None = None
     # positions
     max_source_positions: int = 1024
     max_target_positions: int = 1024
@@ -132,7 +134,7 @@ class OFAConfig:
             base = get_config(arch) if isinstance(arch, str) and arch in _ARCH_ALIASES else cls()
         values = base.to_dict()
         for f in fields(cls):
-            if f.name in ("extra", "language"):
+            if f.name in ("extra", "language", "text_vocab"):
                 continue
             if f.name in args and args[f.name] is not None:
                 values[f.name] = type(getattr(base, f.name))(args[f.name])
@@ -157,6 +159,19 @@ def _size(layers: tuple[int, int], dim: int, heads: int, ffn: int, resnet: str, 
     )
 
 
+# The project's own small model reads only the words of its scenes (text/vocab/BPE/dict.scenes.txt)
+# and places boxes on a coarser grid of location tokens.
+MINI_BINS = 64
+
+
+def _subset_vocab_size(language: str, name: str, num_bins: int, code_dict_size: int) -> int:
+    """4 specials + the subset's text symbols + <mask> + codes + bins."""
+    from openofa.text.dictionary import text_vocab_path
+
+    lines = [line for line in text_vocab_path(language, name).read_text(encoding="utf-8").split("\n") if line]
+    return 4 + len(lines) + 1 + code_dict_size + num_bins
+
+
 # Chinese models share the architecture but use the BERT vocabulary:
 # 4 specials + 21128 wordpieces + <mask> + 8192 codes + 1000 bins = 30325.
 ZH_VOCAB_SIZE = 30325
@@ -169,7 +184,9 @@ _REGISTRY = {
     "huge": lambda: _size((24, 12), 1280, 16, 5120, "resnet152"),
     # the project's own small model (trained on procedural scenes, shipped inside the package)
     "mini": lambda: _size((3, 3), 96, 4, 384, "resnet-small", resnet_width=16, max_source_positions=128,
-                          max_target_positions=64, image_bucket_size=16),
+                          max_target_positions=64, image_bucket_size=16, text_vocab="scenes",
+                          num_bins=MINI_BINS, code_dict_size=0,
+                          vocab_size=_subset_vocab_size("en", "scenes", MINI_BINS, 0)),
     "base-zh": lambda: _size((6, 6), 768, 12, 3072, "resnet101", vocab_size=ZH_VOCAB_SIZE, language="zh"),
     "large-zh": lambda: _size((12, 12), 1024, 16, 4096, "resnet152", vocab_size=ZH_VOCAB_SIZE, language="zh"),
 }

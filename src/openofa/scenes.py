@@ -159,15 +159,12 @@ def _background(rng: random.Random, size: tuple[int, int]) -> tuple[Image.Image,
         step = rng.randint(8, 20)
         for x in range(0, w, 2 * step):
             draw.rectangle((x, 0, x + step - 1, h), fill=other)
-    elif kind == "noise":
-        px = img.load()
-        for y in range(0, h, 4):
-            for x in range(0, w, 4):
-                d = rng.randint(-18, 18)
-                c = tuple(min(255, max(0, v + d)) for v in base)
-                for yy in range(y, min(h, y + 4)):
-                    for xx in range(x, min(w, x + 4)):
-                        px[xx, yy] = c
+    elif kind == "noise":  # 4x4-pixel blocks of random brightness around the base colour
+        cols, rows = (w + 3) // 4, (h + 3) // 4
+        blocks = Image.new("RGB", (cols, rows))
+        blocks.putdata([tuple(min(255, max(0, v + d)) for v in base)
+                        for d in (rng.randint(-18, 18) for _ in range(cols * rows))])
+        img = blocks.resize((cols * 4, rows * 4), Image.Resampling.NEAREST).crop((0, 0, w, h))
     return img, kind
 
 
@@ -190,7 +187,7 @@ def make_scene(seed: int, size: tuple[int, int] = (256, 256), min_objects: int =
     for _ in range(rng.randint(min_objects, max_objects)):
         for _attempt in range(50):
             size_name = rng.choice(("small", "large"))
-            side = rng.uniform(0.14, 0.2) * w if size_name == "small" else rng.uniform(0.3, 0.38) * w
+            side = rng.uniform(0.18, 0.24) * w if size_name == "small" else rng.uniform(0.3, 0.38) * w
             x1, y1 = rng.uniform(2, w - side - 2), rng.uniform(2, h - side - 2)
             box = (round(x1, 1), round(y1, 1), round(x1 + side, 1), round(y1 + side, 1))
             if all(_overlap(box, s.box) <= 0.25 for s in shapes):
@@ -205,10 +202,46 @@ def make_scene(seed: int, size: tuple[int, int] = (256, 256), min_objects: int =
     return Scene(img, shapes, seed, bg)
 
 
-def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 256)) -> dict[str, Path]:
+def scene_texts() -> list[str]:
+    """Every word and phrase the scenes can produce (captions, questions, answers, referring
+    expressions) and the prompts of the tasks the small model is trained on, each as the tasks
+    encode it (with a leading space). Their BPE tokens are the small model's text vocabulary."""
+    from openofa.text.tokenizer import CAPTION_PROMPT, REFCOCO_PROMPT
+
+    words = set(SHAPES) | {_plural(k) for k in SHAPES} | set(COLORS) | set(NUMBER_WORDS)
+    words |= {"small", "large", "left", "right", "yes", "no", "a", "and", "the", "is", "on", "or", "of"}
+    texts = [f" {w}" for w in sorted(words)]
+    for kind in SHAPES:
+        texts += [f" what color is the {kind}?", f" is the {kind} on the left or on the right?",
+                  f" how many {_plural(kind)} are there?", f" the {kind} on the left", f" the small {kind}"]
+    for color in sorted(COLORS):
+        texts += [f" what shape is the {color} object?", f" is there a {color} circle?", f" the {color} star"]
+    texts += [" how many objects are there?", " a small red circle, a large blue square and a green star",
+              CAPTION_PROMPT, REFCOCO_PROMPT.format("the red circle")]
+    return texts
+
+
+def text_vocabulary_lines() -> list[str]:
+    """The lines of ``dict.scenes.txt``: the lines of the English ``dict.txt`` whose symbol is a
+    BPE token of :func:`scene_texts`, in the original order (so ids follow the original's
+    frequency order)."""
+    from openofa.text.dictionary import LANGUAGE_DIRS, VOCAB_DIR
+    from openofa.text.tokenizer import OFATokenizer
+
+    tok = OFATokenizer.from_language("en")
+    needed = {g for t in scene_texts() for g in tok.tokenize(t)}
+    lines = (VOCAB_DIR / LANGUAGE_DIRS["en"] / "dict.txt").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.rsplit(" ", 1)[0] in needed]
+
+
+def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 256),
+                  questions: int | None = None) -> dict[str, Path]:
     """Write ``n`` scenes (seeds ``seed .. seed+n-1``) as ``images/*.png`` plus one JSONL per task:
     ``caption.jsonl`` {image, caption}, ``vqa.jsonl`` {image, question, answers},
-    ``ground.jsonl`` {image, text, box}. Image paths are relative to ``out_dir``."""
+    ``ground.jsonl`` {image, text, box}. Image paths are relative to ``out_dir``.
+
+    ``questions``: at most this many questions per scene, drawn with the scene's seed (training
+    sets use it to keep the task mixture balanced and see more images); None writes them all."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     files = {t: out / f"{t}.jsonl" for t in ("caption", "vqa", "ground")}
@@ -219,7 +252,10 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
             name = f"images/scene_{s:07d}.png"
             scene.image.save(out / name)
             handles["caption"].write(json.dumps({"id": s, "image": name, "caption": scene.caption()}) + "\n")
-            for i, (q, a) in enumerate(scene.questions()):
+            qa = list(enumerate(scene.questions()))
+            if questions is not None and len(qa) > questions:
+                qa = sorted(random.Random(s * 31 + 5).sample(qa, questions))
+            for i, (q, a) in qa:
                 rec = {"id": f"{s}-{i}", "image": name, "question": q, "answers": {a: 1.0}}
                 handles["vqa"].write(json.dumps(rec) + "\n")
             for i, (text, box) in enumerate(scene.referring_expressions()):

@@ -63,7 +63,7 @@ TASK_LAYOUTS: dict[str, TaskLayout] = {
     # refcoco{,+,g}_{train,val,testA,testB,test}.tsv: uniq-id, image-id, text, "x1,y1,x2,y2", image
     "ground": _L("ground", ["id", "image", "text", "box"], [0, 4, 2, 3],
                  max_src_length=80, max_tgt_length=20, patch_image_size=512,
-                 settings={"num_bins": 1000, "max_image_size": 512},
+                 settings={"max_image_size": 512},
                  doc="uniq-id, image-id, referring expression, box x1,y1,x2,y2, image"),
     # snli_ve_{train,dev,test}.tsv: uniq-id, image-id, image, hypothesis, caption (premise), label
     "entail": _L("entail", ["id", "image", "hypothesis", "premise", "label"], [0, 2, 3, 4, 5],

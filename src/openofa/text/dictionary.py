@@ -158,6 +158,22 @@ class Dictionary:
             raise OFAError(f"unknown language {language!r}; expected one of {sorted(LANGUAGE_DIRS)}")
         return _bundled(language)
 
+    @classmethod
+    def for_config(cls, config) -> "Dictionary":
+        """The dictionary a model config describes: the bundled one of ``config.language``, or,
+        when ``config.text_vocab`` names a subset (``dict.<name>.txt`` beside the language's
+        ``dict.txt``), only those text symbols, followed by ``<mask>``, ``code_dict_size`` codes
+        and ``num_bins`` bins. Its size must equal ``config.vocab_size``."""
+        name = getattr(config, "text_vocab", None) or None
+        d = _configured(config.language, name, int(config.num_bins), int(config.code_dict_size))
+        if len(d) != config.vocab_size:
+            what = f"text vocabulary {name!r}" if name else f"the {config.language} vocabulary"
+            raise OFAError(
+                f"{what} with {config.num_bins} bins and {config.code_dict_size} image codes has "
+                f"{len(d)} symbols, but the model's vocab_size is {config.vocab_size}"
+            )
+        return d
+
     # -- lookups --------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -252,3 +268,27 @@ class Dictionary:
 @lru_cache(maxsize=None)
 def _bundled(language: str) -> Dictionary:
     return Dictionary.load(VOCAB_DIR / LANGUAGE_DIRS[language] / "dict.txt")
+
+
+def text_vocab_path(language: str, name: str) -> Path:
+    """File of the named text-symbol subset of ``language`` (``dict.<name>.txt``)."""
+    if language not in LANGUAGE_DIRS:
+        raise OFAError(f"unknown language {language!r}; expected one of {sorted(LANGUAGE_DIRS)}")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise OFAError(f"text vocabulary name {name!r} must be letters, digits, '-' or '_'")
+    return VOCAB_DIR / LANGUAGE_DIRS[language] / f"dict.{name}.txt"
+
+
+@lru_cache(maxsize=None)
+def _configured(language: str, name: str | None, num_bins: int, code_dict_size: int) -> Dictionary:
+    if name is None and num_bins == NUM_BINS and code_dict_size == CODE_DICT_SIZE:
+        return Dictionary.for_language(language)
+    if name is None:
+        path = VOCAB_DIR / LANGUAGE_DIRS[language] / "dict.txt" if language in LANGUAGE_DIRS else None
+        if path is None:
+            raise OFAError(f"unknown language {language!r}; expected one of {sorted(LANGUAGE_DIRS)}")
+    else:
+        path = text_vocab_path(language, name)
+        if not path.is_file():
+            raise OFAError(f"unknown text vocabulary {name!r} for language {language!r} (no file {path.name})")
+    return Dictionary.load(path, num_bins=num_bins, code_dict_size=code_dict_size)

@@ -219,6 +219,7 @@ class OFATokenizer:
         self.language = language
         self.dictionary = dictionary
         self._backend = backend
+        self._gpt2_tokens = gpt2_tokens
         if language == "en":
             # GPT-2 id -> OFA id, and the GPT-2 byte-level string of every OFA id that is a
             # GPT-2 id (None for the others: specials, madeupwords, <mask>, codes, bins).
@@ -238,6 +239,17 @@ class OFATokenizer:
         if language not in LANGUAGE_DIRS:
             raise OFAError(f"unknown language {language!r}; expected one of {sorted(LANGUAGE_DIRS)}")
         return _bundled_tokenizer(language)
+
+    @classmethod
+    def for_config(cls, config) -> "OFATokenizer":
+        """The tokenizer of a model config: the bundled one for the official vocabularies, or
+        the same BPE over the dictionary :meth:`Dictionary.for_config` describes (a subset of
+        text symbols, other numbers of bins or image codes), cached."""
+        d = Dictionary.for_config(config)
+        base = cls.from_language(config.language)
+        if len(d) == len(base.dictionary) and d.symbols == base.dictionary.symbols:
+            return base
+        return _derived_tokenizer(config.language, d)
 
     @classmethod
     def from_bpe_dir(cls, bpe_dir: str | Path, language: str = "en") -> "OFATokenizer":
@@ -418,6 +430,12 @@ class OFATokenizer:
 @lru_cache(maxsize=None)
 def _bundled_tokenizer(language: str) -> OFATokenizer:
     return OFATokenizer.from_bpe_dir(VOCAB_DIR / LANGUAGE_DIRS[language], language)
+
+
+@lru_cache(maxsize=None)
+def _derived_tokenizer(language: str, dictionary: Dictionary) -> OFATokenizer:
+    base = _bundled_tokenizer(language)
+    return OFATokenizer(language, dictionary, base._backend, base._gpt2_tokens)
 
 
 def _check_text(text: object) -> None:

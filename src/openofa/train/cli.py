@@ -90,6 +90,15 @@ def build_model_for(cfg) -> Any:
     return model
 
 
+def _tokenizer(model_config):
+    """The tokenizer of the model being trained (its language, text vocabulary and bins)."""
+    if model_config is None:
+        return "en"
+    from openofa.text.tokenizer import OFATokenizer
+
+    return OFATokenizer.for_config(model_config)
+
+
 def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
     """(train, valid) datasets of a recipe (valid may be None). ``task: synthetic`` needs no files;
     every other task goes through ``openofa.data.build_dataset``. Each process gets the whole
@@ -109,7 +118,7 @@ def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
     if not cfg.train_data:
         raise OFAError("train_data is not set (give it in the recipe or with --set train_data=PATH)")
     options = dict(cfg.data)
-    options.setdefault("tokenizer", getattr(model_config, "language", None) or "en")
+    options.setdefault("tokenizer", _tokenizer(model_config))
     options["shard"] = None
 
     def one(paths, split):
@@ -131,7 +140,7 @@ def _mixture_datasets(cfg, build_dataset, model_config) -> tuple[Any, Any]:
     if not cfg.mixture:
         raise OFAError("task: mixture needs 'mixture: {task: train file, ...}' in the recipe")
     shared = {k: v for k, v in cfg.data.items() if not isinstance(v, dict)}
-    shared.setdefault("tokenizer", getattr(model_config, "language", None) or "en")
+    shared.setdefault("tokenizer", _tokenizer(model_config))
     shared["shard"] = None
     parts = [build_dataset(task, path, split="train", **{**shared, **dict(cfg.data.get(task) or {})})
              for task, path in cfg.mixture.items()]

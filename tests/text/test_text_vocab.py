@@ -1,0 +1,80 @@
+"""Text vocabularies a model config describes: the official ones, and the small model's subset."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from openofa.config import get_config
+from openofa.errors import OFAError
+from openofa.scenes import make_scene, scene_texts, text_vocabulary_lines
+from openofa.text.dictionary import UNK, Dictionary, text_vocab_path
+from openofa.text.tokenizer import CAPTION_PROMPT, REFCOCO_PROMPT, OFATokenizer
+
+
+def test_official_sizes_get_the_bundled_tokenizer():
+    assert OFATokenizer.for_config(get_config("base")) is OFATokenizer.from_language("en")
+    assert OFATokenizer.for_config(get_config("base-zh")) is OFATokenizer.from_language("zh")
+
+
+def test_mini_vocabulary_layout():
+    cfg = get_config("mini")
+    tok = OFATokenizer.for_config(cfg)
+    d = tok.dictionary
+    assert len(d) == cfg.vocab_size
+    assert d.num_bins == cfg.num_bins and d.code_dict_size == cfg.code_dict_size == 0
+    assert tok.bin_0 == cfg.bin_0 == cfg.vocab_size - cfg.num_bins
+    assert d.symbol(cfg.bin_0) == "<bin_0>" and d.symbol(cfg.vocab_size - 1) == f"<bin_{cfg.num_bins - 1}>"
+    assert d.symbol(d.mask) == "<mask>" and d.mask == cfg.bin_0 - 1
+    assert [d.symbol(i) for i in range(4)] == ["<s>", "<pad>", "</s>", "<unk>"]
+
+
+def test_mini_text_symbols_are_the_same_bpe_tokens_as_the_full_vocabulary():
+    full = OFATokenizer.from_language("en")
+    mini = OFATokenizer.for_config(get_config("mini"))
+    for text in scene_texts():
+        ids = mini.encode(text)
+        assert UNK not in ids, text
+        assert mini.decode(ids) == text
+        # same BPE pieces, renumbered
+        assert [mini.dictionary.symbol(i) for i in ids] == [full.dictionary.symbol(i) for i in full.encode(text)]
+
+
+def test_every_generated_text_is_in_the_mini_vocabulary():
+    tok = OFATokenizer.for_config(get_config("mini"))
+    texts = [CAPTION_PROMPT]
+    for seed in range(300):
+        scene = make_scene(seed)
+        texts.append(" " + scene.caption())
+        for q, a in scene.questions():
+            texts += [" " + q, " " + a]
+        for text, _box in scene.referring_expressions():
+            texts.append(REFCOCO_PROMPT.format(text))
+    unknown = sorted({t for t in texts if UNK in tok.encode(t)})
+    assert unknown == []
+
+
+def test_words_outside_the_scenes_are_unknown():
+    tok = OFATokenizer.for_config(get_config("mini"))
+    assert UNK in tok.encode(" a giraffe eating leaves")
+
+
+def test_checked_in_subset_matches_the_generator():
+    lines = text_vocab_path("en", "scenes").read_text(encoding="utf-8").splitlines()
+    assert lines == text_vocabulary_lines()
+
+
+def test_vocab_size_mismatch_is_one_clear_error():
+    cfg = dataclasses.replace(get_config("mini"), vocab_size=get_config("mini").vocab_size + 1)
+    with pytest.raises(OFAError, match="vocab_size is"):
+        OFATokenizer.for_config(cfg)
+    with pytest.raises(OFAError, match="vocab_size is"):
+        OFATokenizer.for_config(dataclasses.replace(get_config("base"), num_bins=500))
+
+
+def test_unknown_subset_name():
+    with pytest.raises(OFAError, match="unknown text vocabulary 'nope'"):
+        Dictionary.for_config(dataclasses.replace(get_config("mini"), text_vocab="nope"))
+    with pytest.raises(OFAError, match="must be letters"):
+        Dictionary.for_config(dataclasses.replace(get_config("mini"), text_vocab="../x"))
