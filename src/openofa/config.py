@@ -52,6 +52,9 @@ class OFAConfig:
     image_bucket_size: int = 42
     attn_scale_factor: float = 2.0
     code_image_size: int = 128
+    # add the position embeddings to the encoder's token and patch embeddings too, not only to the
+    # attention bias (the original's --entangle-position-embedding; off in every official model)
+    entangle_position_embedding: bool = False
     # normformer-style extras used by every official checkpoint
     scale_attn: bool = True
     scale_fc: bool = True

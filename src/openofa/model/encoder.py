@@ -81,7 +81,10 @@ class Encoder(nn.Module):
         feat = self.embed_images(patch_images)
         h, w = feat.shape[-2:]
         x = self.image_proj(feat.flatten(2).transpose(1, 2))
-        x = self.patch_layernorm_embedding(x + self.type_embedding.weight[1])
+        x = x + self.type_embedding.weight[1]
+        if self.cfg.entangle_position_embedding:
+            x = x + self.embed_image_positions(image_position_ids(h, w, self.cfg.image_bucket_size, x.device))
+        x = self.patch_layernorm_embedding(x)
         return x, h, w
 
     def forward(self, src_tokens: torch.Tensor, patch_images: torch.Tensor | None = None,
@@ -89,7 +92,10 @@ class Encoder(nn.Module):
         cfg = self.cfg
         bsz, seq_len = src_tokens.shape
         device = src_tokens.device
-        x = self.layernorm_embedding(self.embed_tokens(src_tokens) + self.type_embedding.weight[0])
+        x = self.embed_tokens(src_tokens) + self.type_embedding.weight[0]
+        if cfg.entangle_position_embedding:  # the original's --entangle-position-embedding
+            x = x + self.embed_positions.weight[:seq_len]
+        x = self.layernorm_embedding(x)
         padding = src_tokens.eq(cfg.pad)
         pos = self.pos_ln(self.embed_positions.weight[:seq_len])[None]  # (1, L, C), same for every row
         n_img = 0
