@@ -16,6 +16,7 @@
       "ref": list,                                 # evaluation references, one per sample
       "prefix_tokens": list[LongTensor],           # forced decoder prefix after bos (may be empty)
       "conf": float (B,),                          # VQA
+      "constraint_masks": bool (B, T, V),          # with a candidate answer list; False at padding
       "w_resize_ratio", "h_resize_ratio": float (B,), "region_coords": float (B, 4),  # grounding
       "where": list[str],                          # "file:line" of each sample
       "skipped": int,                              # bad rows dropped from this batch (on_error="skip")
@@ -104,6 +105,14 @@ def collate(samples: Sequence[Any], pad: int = 1) -> dict[str, Any]:
         batch["w_resize_ratio"] = torch.tensor([float(s["w_resize_ratio"]) for s in good], dtype=torch.float32)
         batch["h_resize_ratio"] = torch.tensor([float(s["h_resize_ratio"]) for s in good], dtype=torch.float32)
         batch["region_coords"] = torch.stack([s["region_coord"] for s in good])
+    if "constraint_mask" in first:
+        if not all("constraint_mask" in s for s in good):
+            raise OFAError("collate: samples with and without a constraint_mask in one batch")
+        masks = torch.zeros(len(good), target.shape[1], first["constraint_mask"].shape[1], dtype=torch.bool)
+        for i, s in enumerate(good):
+            m = s["constraint_mask"]
+            masks[i, : m.shape[0]] = m
+        batch["constraint_masks"] = masks
     if "where" in first:
         batch["where"] = [s.get("where") for s in good]
     if skipped:

@@ -17,7 +17,10 @@ A sample is a dict::
     where               "file:line"
 
 plus ``conf`` (VQA: confidence of the trained answer) and ``w_resize_ratio``,
-``h_resize_ratio``, ``region_coord`` (grounding).
+``h_resize_ratio``, ``region_coord`` (grounding). With a candidate answer list
+(``ans2label_file`` / ``ans2label_dict``; VQA, entailment, classification, GLUE) also
+``constraint_mask``: bool (len(target), vocab), the tokens the answer list allows at each answer
+position (see :mod:`openofa.data.answers`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ GLUE_PROMPTS = {
     "qnli": ' does " {} " contain the answer to question " {} "?',
 }
 _NO_PUNCT = str.maketrans({c: None for c in string.punctuation})
+#: tasks whose targets can be constrained to a closed answer list
+CANDIDATE_TASKS = ("vqa", "entail", "classify") + tuple(GLUE_TASKS)
 
 
 def _long(ids: Sequence[int]) -> torch.Tensor:
@@ -94,7 +99,8 @@ class SampleBuilder:
                  add_caption: bool | None = None, imagenet_default_mean_and_std: bool | None = None,
                  scst: bool = False, noise_ratio: float | None = None, num_bins: int | None = None,
                  max_image_size: int | None = None, train_augment: bool = True,
-                 image_transform: Callable | None = None):
+                 image_transform: Callable | None = None, ans2label_file: str | Path | None = None,
+                 ans2label_dict: Sequence[str] | dict | None = None):
         if split not in ("train", "valid", "test"):
             raise OFAError(f"split must be 'train', 'valid' or 'test', got {split!r}")
         s = layout.settings
@@ -129,6 +135,17 @@ class SampleBuilder:
             self.image_transform = ClassifyTrainTransform(self.patch_image_size, self.mean, self.std)
         self.zh = tokenizer.language == "zh"
         self.bos, self.eos, self.pad = tokenizer.bos, tokenizer.eos, tokenizer.pad
+        self.candidates = None
+        if ans2label_file is not None or ans2label_dict is not None:
+            from openofa.data.answers import candidates_from_option
+
+            if ans2label_file is not None and ans2label_dict is not None:
+                raise OFAError("give ans2label_file or ans2label_dict, not both")
+            if self.task not in CANDIDATE_TASKS:
+                raise OFAError(f"a candidate answer list (ans2label_file / ans2label_dict) applies to "
+                               f"{', '.join(CANDIDATE_TASKS)}, not to task {self.task}")
+            self.candidates = candidates_from_option(ans2label_file if ans2label_file is not None
+                                                     else ans2label_dict, tokenizer)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -207,7 +224,10 @@ class SampleBuilder:
         fn = getattr(self, "_" + ("glue" if self.task in GLUE_TASKS else self.task), None)
         if fn is None:
             raise OFAError(f"no sample builder for task {self.task!r}; read its records with open_records()")
-        return fn(record)
+        sample = fn(record)
+        if self.candidates is not None:
+            sample["constraint_mask"] = self.candidates.target_mask(sample["target"], record.where)
+        return sample
 
     def _caption(self, r: Record) -> dict[str, Any]:
         image = self.patch_image(r)

@@ -122,12 +122,13 @@ def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
     return train, valid
 
 
-_TASK_EXTRAS = ("conf", "w_resize_ratio", "h_resize_ratio", "region_coord", "ref", "prefix")
+_TASK_EXTRAS = ("conf", "w_resize_ratio", "h_resize_ratio", "region_coord", "ref", "prefix", "constraint_mask")
 
 
 def _mixture_datasets(cfg, build_dataset, model_config) -> tuple[Any, Any]:
-    """Several tasks in one training set; batches mix tasks, so task-specific extras are dropped
-    and every sample contributes plain token-level cross-entropy."""
+    """Several tasks in one training set; batches mix tasks, so task-specific extras (VQA
+    confidences, candidate-list constraint masks, ...) are dropped and every sample contributes
+    plain token-level cross-entropy."""
     if not cfg.mixture:
         raise OFAError("task: mixture needs 'mixture: {task: train file, ...}' in the recipe")
     shared = {k: v for k, v in cfg.data.items() if not isinstance(v, dict)}
@@ -172,6 +173,24 @@ class _Mixture(_Concat):
         return self.parts[0].collater([p if p is not None else s for p, s in zip(plain, samples)])
 
 
+def candidate_answers(cfg) -> list[str] | None:
+    """The recipe's closed answer list (``data.ans2label_file`` or ``data.ans2label_dict``)."""
+    data = dict(cfg.data or {})
+    if data.get("ans2label_file") is not None:
+        from openofa.data.answers import read_answers
+
+        return read_answers(data["ans2label_file"])
+    value = data.get("ans2label_dict")
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = list(value)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(a, str) for a in value):
+        raise OFAError(f"data.ans2label_dict: expected a list of answer strings or an {{answer: index}} mapping "
+                       f"(quote 'yes' and 'no' in YAML), got {value!r}")
+    return [a.strip() for a in value]
+
+
 def task_evaluate(cfg, model_config, valid) -> Any:
     """The validation metric a recipe names (``best_metric``: cider, vqa_score, acc, ...) as an
     ``evaluate(model) -> dict[str, float]`` callable: the task is run on the validation file
@@ -183,6 +202,18 @@ def task_evaluate(cfg, model_config, valid) -> Any:
     options = dict(cfg.eval or {})
     limit = options.pop("limit", None)
     data = dict(cfg.data or {})
+    candidates = candidate_answers(cfg)
+    if candidates is not None:
+        # score (or constrain decoding) against the training answer list, as the original's
+        # validation does, instead of the answers found in the validation file
+        from openofa.data.layouts import canonical_task
+
+        task = canonical_task(cfg.task)
+        if task == "vqa" and options.get("mode", "allcand") != "beam":
+            options.setdefault("mode", "allcand")
+            options.setdefault("answers", candidates)
+        elif task == "classify":
+            options.setdefault("classes", candidates)
 
     def evaluate(model) -> dict[str, float]:
         from openofa.api import OFA

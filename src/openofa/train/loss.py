@@ -114,6 +114,9 @@ class LabelSmoothedCrossEntropy:
             p = self.ignore_prefix_size
             logits, target = logits[:, p:], target[:, p:]
             masks = masks[:, p:] if masks is not None else None
+        if masks is not None and masks.shape != logits.shape:
+            raise OFAError(f"constraint_masks of shape {tuple(masks.shape)} do not match the logits "
+                           f"{tuple(logits.shape)} (is the answer list's vocabulary the model's?)")
         keep = target.ne(self.pad)
         if self.ignore_eos:
             keep &= target.ne(self.eos)
