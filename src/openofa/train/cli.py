@@ -111,6 +111,8 @@ def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
     options = dict(cfg.data)
     options.setdefault("tokenizer", getattr(model_config, "language", None) or "en")
     options["shard"] = None
+    if cfg.criterion == "scst":
+        options.setdefault("scst", True)  # caption targets keep every reference, as the original's --scst
 
     def one(paths, split):
         paths = [paths] if isinstance(paths, str) else list(paths)
