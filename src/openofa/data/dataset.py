@@ -424,7 +424,9 @@ def build_dataset(task: str, path: str | Path, *, split: str = "train", tokenize
     ``image_transform`` (a callable PIL image -> tensor replacing the task's transform; not
     for grounding, whose box follows the resize), ``ans2label_file`` / ``ans2label_dict``
     (vqa, entail, classify, GLUE: a closed candidate answer list, see
-    :mod:`openofa.data.answers`; samples then carry a ``constraint_mask``).
+    :mod:`openofa.data.answers`; samples then carry a ``constraint_mask``), ``neg_sample_dir``
+    (pretrain_vl: negatives for image-text matching), ``mask_ratio`` / ``poisson_lambda`` /
+    ``random_ratio`` (pretrain_text: the span masking; see :mod:`openofa.data.pretrain`).
     """
     from openofa.data.samples import SampleBuilder, make_builder
 

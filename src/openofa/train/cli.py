@@ -166,13 +166,25 @@ class _Concat:
 
 
 class _Mixture(_Concat):
-    """Datasets of different tasks as one; the collater keeps only what every task has."""
+    """Datasets of different tasks as one; the collater keeps only what every task has. A mixture
+    of the pretraining files alone keeps ``conf``: every one of their samples has it, and the
+    original's pretraining objective weights samples by it (text, image, detection: 2)."""
+
+    def __init__(self, parts: list) -> None:
+        from openofa.data.layouts import PRETRAIN_TASKS
+
+        super().__init__(parts)
+        drop = set(_TASK_EXTRAS)
+        if all(getattr(p, "task", None) in PRETRAIN_TASKS for p in parts):
+            drop.discard("conf")
+        self.drop = drop
 
     def collater(self, samples):
+        flat = [x for s in samples for x in (s if isinstance(s, (list, tuple)) else [s])]
         plain = [None if s is None or not isinstance(s, dict) else {k: v for k, v in s.items()
-                                                                     if k not in _TASK_EXTRAS}
-                 for s in samples]
-        return self.parts[0].collater([p if p is not None else s for p, s in zip(plain, samples)])
+                                                                     if k not in self.drop}
+                 for s in flat]
+        return self.parts[0].collater([p if p is not None else s for p, s in zip(plain, flat)])
 
 
 def candidate_answers(cfg) -> list[str] | None:
