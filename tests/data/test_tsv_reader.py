@@ -129,8 +129,9 @@ def test_pretraining_files(tmp_path):
     assert d.extra["boxes"] == [(1.0, 2.0, 30.0, 40.0), (5.0, 5.0, 9.0, 9.0)]
     assert d.objects == ["dog", "person, tall"] and d.extra["category_ids"] == ["3", "1"]
 
-    with pytest.raises(OFAError, match="no sample builder"):
-        build_dataset("detection", det)
+    # the pretraining files have sample builders too (tests/data/test_pretrain_samples.py)
+    sample = build_dataset("detection", det, patch_image_size=32)[0]
+    assert sample["patch_image"].shape == (3, 32, 32) and sample["conf"] == 2.0
 
 
 def test_blank_lines_and_crlf_keep_line_numbers(tmp_path):

@@ -145,3 +145,33 @@ def test_gradients_flow_and_bad_settings_are_errors():
     with pytest.raises(OFAError, match="constraint_range"):
         LabelSmoothedCrossEntropy(0.1, constraint_range="x")
     assert math.isfinite(float(run(*batch(seed=10), eps=0.1).loss))
+
+
+def test_candidate_list_masks_from_the_data_layer_by_hand():
+    """The masks of the answer list "red", "red car", "blue" for the target "red car": the loss
+    normalises over {red, blue}, then {car, eos}, then {eos} alone, and differs from the
+    unconstrained loss."""
+    from openofa.data.answers import CandidateAnswers
+    from openofa.text import OFATokenizer
+
+    tok = OFATokenizer.from_language("en")
+    red, car, blue = tok.encode(" red")[0], tok.encode(" car")[0], tok.encode(" blue")[0]
+    cands = CandidateAnswers(["red", "red car", "blue"], tok)
+    target = torch.tensor([[PAD, red, car, EOS]])
+    masks = cands.target_mask(target[0])[None]
+    logits = torch.randn(1, 4, len(tok), generator=torch.Generator().manual_seed(11))
+    eps = 0.1
+    expected = 0.0
+    for pos, y, allowed in ((1, red, (red, blue)), (2, car, (car, EOS)), (3, EOS, (EOS,))):
+        x = {v: float(logits[0, pos, v]) for v in allowed}
+        log_z = math.log(sum(math.exp(val) for val in x.values()))
+        lp = {v: val - log_z for v, val in x.items()}
+        eps_i = eps / (len(allowed) - 1 + 1e-6)
+        expected += (1 - eps - eps_i) * -lp[y] + eps_i * sum(-val for val in lp.values())
+    out = run(logits, target, eps=eps, constraint_masks=masks)
+    plain = run(logits, target, eps=eps)
+    assert out.sample_size == plain.sample_size == 3
+    assert float(out.loss) == pytest.approx(expected, rel=1e-5)
+    assert float(plain.loss) > float(out.loss) + 1.0  # a softmax over 59k tokens costs far more
+    with pytest.raises(OFAError, match="constraint_masks of shape"):
+        run(logits[..., :100], target, constraint_masks=masks)

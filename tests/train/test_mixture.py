@@ -29,3 +29,46 @@ def test_mixture_batches_mix_tasks(tmp_path):
     assert not (batch["target"][0] >= bin_0).any()
     assert batch["ntokens"] == int(batch["target"].ne(1).sum())
     assert torch.equal(net["prev_output_tokens"][:, 0], torch.zeros(3, dtype=torch.long))
+
+
+def test_pretraining_mixture_trains(tmp_path):
+    """The four pretraining files in one run (one image size for all, so that batches mix)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from openofa.train.cli import run
+
+    def png(size, color):
+        buf = io.BytesIO()
+        Image.new("RGB", size, color).save(buf, "PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    def write_tsv(path, rows):
+        path.write_text("".join("\t".join(str(c) for c in row) + "\n" for row in rows))
+        return path
+
+    square, img = png((256, 256), (20, 120, 200)), png((200, 150), (200, 30, 30))
+    files = {
+        "pretrain_vl": write_tsv(tmp_path / "vision_language_examples.tsv", [
+            [1, img, "a red square", "", "", "square", "coco", "caption"],
+            [2, img, "", "what colour is it", "1.0|!+red", "", "vqa", "qa"],
+            [3, img, "the square", "", "20,30,80,100", "", "refcoco", "visual_grounding"]]),
+        "pretrain_text": write_tsv(tmp_path / "text_examples.tsv", [[1, "some plain text to fill in again"]]),
+        "pretrain_image": write_tsv(tmp_path / "image_examples.tsv", [[1, square, " ".join(["7"] * 16)]]),
+        "pretrain_detection": write_tsv(tmp_path / "detection_examples.tsv", [[1, img, "10,10,90,90,1,square"]]),
+    }
+    cfg = TrainConfig(task="mixture", model="mini", mixture={t: str(p) for t, p in files.items()},
+                      model_config={"encoder_layers": 1, "decoder_layers": 1}, data={"patch_image_size": 64},
+                      batch_size=3, max_update=2, lr=1e-4, label_smoothing=0.0, run_dir=str(tmp_path / "run"),
+                      progress=False, tensorboard=False, validate_every_epochs=0, save_every_epochs=0, log_every=1,
+                      device="cpu").validate("test")
+    train, _ = build_datasets(cfg, get_config("mini"))
+    batch = train.collater([train[i] for i in range(len(train))])
+    assert batch["nsentences"] == 7  # the grounding row also gives its grounded-captioning sample
+    assert batch["net_input"]["code_masks"].sum() == 1 and batch["net_input"]["patch_masks"].sum() == 6
+    # pretraining files only: the original's per-sample weights stay (2 for text, image, detection)
+    assert sorted(batch["conf"].tolist()) == [1.0] * 4 + [2.0] * 3
+    summary = run(cfg)
+    assert summary["num_updates"] == 2 and summary["last"]["loss"] > 0

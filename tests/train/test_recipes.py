@@ -36,7 +36,11 @@ def test_recipe_reads_and_says_how_to_launch(path):
     if cfg.task not in ("synthetic", "mixture"):
         # values every original finetuning script shares
         assert (cfg.weight_decay, cfg.adam_betas, cfg.adam_eps, cfg.clip_norm) == (0.01, [0.9, 0.999], 1e-8, 1.0)
-        assert cfg.model in path.stem and cfg.init_from == f"checkpoints/ofa_{cfg.model}.pt"
+        assert cfg.model in path.stem
+        if cfg.criterion == "scst":  # caption stage 2 continues from the stage-1 recipe's best weights
+            assert cfg.init_from == f"runs/caption_{cfg.model}/best"
+        else:
+            assert cfg.init_from == f"checkpoints/ofa_{cfg.model}.pt"
         assert cfg.precision == "fp16" and cfg.fp16_scale_window == 512 and cfg.validation_seed == 7
         assert cfg.maximize_best and cfg.model_config["resnet_drop_path_rate"] == 0.0
 
@@ -55,6 +59,15 @@ def test_values_of_some_original_scripts():
     assert (s.lr, s.max_epoch, s.label_smoothing) == (2e-5, 6, 0.0)
     g = load_recipe(RECIPES / "gigaword_large.yaml")
     assert (g.lr, g.batch_size, g.data["noise_ratio"], g.eval["len_penalty"]) == (1e-4, 64, 0.2, 0.7)
+    for size, end_lr in (("base", 0.0), ("large", 2e-7)):
+        c2 = load_recipe(RECIPES / f"caption_stage2_{size}.yaml")
+        assert (c2.criterion, c2.lr, c2.end_lr, c2.max_epoch, c2.batch_size, c2.update_freq) == \
+            ("scst", 1e-5, end_lr, 3, 2, 4)
+        assert c2.scst == {"beam_size": 5, "max_len_b": 16, "no_repeat_ngram_size": 3, "cider_df": "corpus"}
+        assert c2.data["columns"] == "1,4,2" and c2.data["scst"] is True
+        assert all(v == 0.0 for v in c2.model_config.values())
+    v = load_recipe(RECIPES / "vqa_base.yaml")
+    assert v.data["ans2label_file"].endswith("trainval_ans2label.pkl") and v.eval["mode"] == "allcand"
     m = load_recipe(RECIPES / "glue_mnli_large.yaml")
     assert (m.fp16_init_scale, m.label_smoothing, m.data["prompt_type"]) == (16, 0.0, "src")
 

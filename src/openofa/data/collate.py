@@ -10,20 +10,23 @@
         "patch_images": float (B, 3, H, W) | None, # None for text-only tasks
         "patch_masks": bool (B,) | None,
         "prev_output_tokens": LongTensor (B, T),   # right-padded with pad
+        "code_masks": bool (B,),                   # only with image-infilling samples: code targets
       },
       "target": LongTensor (B, T),                 # right-padded with pad
       # extras, when the samples have them:
       "ref": list,                                 # evaluation references, one per sample
       "prefix_tokens": list[LongTensor],           # forced decoder prefix after bos (may be empty)
       "conf": float (B,),                          # VQA
+      "constraint_masks": bool (B, T, V),          # with a candidate answer list; False at padding
       "w_resize_ratio", "h_resize_ratio": float (B,), "region_coords": float (B, 4),  # grounding
       "where": list[str],                          # "file:line" of each sample
       "skipped": int,                              # bad rows dropped from this batch (on_error="skip")
     }
 
-Bad rows (``on_error="skip"``) reach the collater as :class:`Skipped` markers; they are dropped
-and counted in ``"skipped"``. A batch made only of bad rows is ``{}``, as the original's
-collaters return for an empty list.
+A sample may also be a list of samples (a ``pretrain_vl`` row gives one or two); they are
+batched as separate samples. Bad rows (``on_error="skip"``) reach the collater as
+:class:`Skipped` markers; they are dropped and counted in ``"skipped"``. A batch made only of
+bad rows is ``{}``, as the original's collaters return for an empty list.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def collate(samples: Sequence[Any], pad: int = 1) -> dict[str, Any]:
     """Batch samples from a :class:`~openofa.data.dataset.OFADataset` (see the module doc)."""
     good = [s for s in samples if s is not None and not isinstance(s, Skipped)]
     skipped = len(samples) - len(good)
+    # a row may give several samples (pretrain_vl: the pair and its matching / region sample)
+    good = [x for s in good for x in (s if isinstance(s, (list, tuple)) else [s])]
     if not good:
         return {}
     src = pad_sequences([s["source"] for s in good], pad)
@@ -93,6 +98,8 @@ def collate(samples: Sequence[Any], pad: int = 1) -> dict[str, Any]:
         },
         "target": target,
     }
+    if any("code_mask" in s for s in good):  # image infilling: targets that are image codes
+        batch["net_input"]["code_masks"] = torch.tensor([bool(s.get("code_mask", False)) for s in good])
     first = good[0]
     if "ref" in first:
         batch["ref"] = [s.get("ref") for s in good]
@@ -104,6 +111,14 @@ def collate(samples: Sequence[Any], pad: int = 1) -> dict[str, Any]:
         batch["w_resize_ratio"] = torch.tensor([float(s["w_resize_ratio"]) for s in good], dtype=torch.float32)
         batch["h_resize_ratio"] = torch.tensor([float(s["h_resize_ratio"]) for s in good], dtype=torch.float32)
         batch["region_coords"] = torch.stack([s["region_coord"] for s in good])
+    if "constraint_mask" in first:
+        if not all("constraint_mask" in s for s in good):
+            raise OFAError("collate: samples with and without a constraint_mask in one batch")
+        masks = torch.zeros(len(good), target.shape[1], first["constraint_mask"].shape[1], dtype=torch.bool)
+        for i, s in enumerate(good):
+            m = s["constraint_mask"]
+            masks[i, : m.shape[0]] = m
+        batch["constraint_masks"] = masks
     if "where" in first:
         batch["where"] = [s.get("where") for s in good]
     if skipped:

@@ -422,7 +422,11 @@ def build_dataset(task: str, path: str | Path, *, split: str = "train", tokenize
     (entail), ``imagenet_default_mean_and_std``, ``scst`` (caption), ``noise_ratio``
     (summarize), ``num_bins`` / ``max_image_size`` (ground), ``train_augment`` (classify),
     ``image_transform`` (a callable PIL image -> tensor replacing the task's transform; not
-    for grounding, whose box follows the resize).
+    for grounding, whose box follows the resize), ``ans2label_file`` / ``ans2label_dict``
+    (vqa, entail, classify, GLUE: a closed candidate answer list, see
+    :mod:`openofa.data.answers`; samples then carry a ``constraint_mask``), ``neg_sample_dir``
+    (pretrain_vl: negatives for image-text matching), ``mask_ratio`` / ``poisson_lambda`` /
+    ``random_ratio`` (pretrain_text: the span masking; see :mod:`openofa.data.pretrain`).
     """
     from openofa.data.samples import SampleBuilder, make_builder
 

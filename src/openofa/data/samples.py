@@ -17,7 +17,10 @@ A sample is a dict::
     where               "file:line"
 
 plus ``conf`` (VQA: confidence of the trained answer) and ``w_resize_ratio``,
-``h_resize_ratio``, ``region_coord`` (grounding).
+``h_resize_ratio``, ``region_coord`` (grounding). With a candidate answer list
+(``ans2label_file`` / ``ans2label_dict``; VQA, entailment, classification, GLUE) also
+``constraint_mask``: bool (len(target), vocab), the tokens the answer list allows at each answer
+position (see :mod:`openofa.data.answers`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ GLUE_PROMPTS = {
     "qnli": ' does " {} " contain the answer to question " {} "?',
 }
 _NO_PUNCT = str.maketrans({c: None for c in string.punctuation})
+#: tasks whose targets can be constrained to a closed answer list
+CANDIDATE_TASKS = ("vqa", "entail", "classify") + tuple(GLUE_TASKS)
 
 
 def _long(ids: Sequence[int]) -> torch.Tensor:
@@ -94,7 +99,9 @@ class SampleBuilder:
                  add_caption: bool | None = None, imagenet_default_mean_and_std: bool | None = None,
                  scst: bool = False, noise_ratio: float | None = None, num_bins: int | None = None,
                  max_image_size: int | None = None, train_augment: bool = True,
-                 image_transform: Callable | None = None):
+                 image_transform: Callable | None = None, ans2label_file: str | Path | None = None,
+                 ans2label_dict: Sequence[str] | dict | None = None, neg_sample_dir: str | Path | None = None,
+                 mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.0):
         if split not in ("train", "valid", "test"):
             raise OFAError(f"split must be 'train', 'valid' or 'test', got {split!r}")
         s = layout.settings
@@ -129,6 +136,30 @@ class SampleBuilder:
             self.image_transform = ClassifyTrainTransform(self.patch_image_size, self.mean, self.std)
         self.zh = tokenizer.language == "zh"
         self.bos, self.eos, self.pad = tokenizer.bos, tokenizer.eos, tokenizer.pad
+        # pretraining: negatives for image-text matching, text infilling
+        self.negatives = None
+        if neg_sample_dir is not None:
+            if self.task != "pretrain_vl":
+                raise OFAError(f"neg_sample_dir applies to pretrain_vl, not to task {self.task}")
+            from openofa.data.pretrain import load_negatives
+
+            self.negatives = load_negatives(str(neg_sample_dir))
+        self.infilling = None
+        if self.task == "pretrain_text":
+            from openofa.data.pretrain import TextInfilling
+
+            self.infilling = TextInfilling(tokenizer, mask_ratio, poisson_lambda, random_ratio)
+        self.candidates = None
+        if ans2label_file is not None or ans2label_dict is not None:
+            from openofa.data.answers import candidates_from_option
+
+            if ans2label_file is not None and ans2label_dict is not None:
+                raise OFAError("give ans2label_file or ans2label_dict, not both")
+            if self.task not in CANDIDATE_TASKS:
+                raise OFAError(f"a candidate answer list (ans2label_file / ans2label_dict) applies to "
+                               f"{', '.join(CANDIDATE_TASKS)}, not to task {self.task}")
+            self.candidates = candidates_from_option(ans2label_file if ans2label_file is not None
+                                                     else ans2label_dict, tokenizer)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -207,7 +238,10 @@ class SampleBuilder:
         fn = getattr(self, "_" + ("glue" if self.task in GLUE_TASKS else self.task), None)
         if fn is None:
             raise OFAError(f"no sample builder for task {self.task!r}; read its records with open_records()")
-        return fn(record)
+        sample = fn(record)
+        if self.candidates is not None:
+            sample["constraint_mask"] = self.candidates.target_mask(sample["target"], record.where)
+        return sample  # a list of samples for pretrain_vl rows (the collater flattens it)
 
     def _caption(self, r: Record) -> dict[str, Any]:
         image = self.patch_image(r)
@@ -297,6 +331,27 @@ class SampleBuilder:
             sample["prev_output_tokens"] = torch.cat([torch.tensor([self.bos]), noisy])
         return sample
 
+    # the original's pretraining files (openofa.data.pretrain)
+    def _pretrain_vl(self, r: Record) -> list[dict[str, Any]]:
+        from openofa.data.pretrain import vision_language
+
+        return vision_language(self, r, self.negatives)
+
+    def _pretrain_text(self, r: Record) -> dict[str, Any]:
+        from openofa.data.pretrain import text_infilling
+
+        return text_infilling(self, r, self.infilling)
+
+    def _pretrain_image(self, r: Record) -> dict[str, Any]:
+        from openofa.data.pretrain import image_infilling
+
+        return image_infilling(self, r)
+
+    def _pretrain_detection(self, r: Record) -> dict[str, Any]:
+        from openofa.data.pretrain import detection
+
+        return detection(self, r)
+
     def _glue(self, r: Record) -> dict[str, Any]:
         def norm(t: str) -> str:
             return " ".join(t.lower().strip().split()[: self.max_src_length])
@@ -322,12 +377,7 @@ def _bicubic():
 
 def make_builder(task: str, tokenizer: OFATokenizer | str | None = None, **options) -> SampleBuilder:
     """A :class:`SampleBuilder` for ``task`` (options: see :func:`~openofa.data.build_dataset`)."""
-    from openofa.data.layouts import PRETRAIN_TASKS
-
     layout = get_layout(task)
-    if layout.task in PRETRAIN_TASKS:
-        raise OFAError(f"no sample builder for the pretraining file {layout.task!r}: read its records "
-                       f"with openofa.data.open_records()")
     if tokenizer is None or isinstance(tokenizer, str):
         tokenizer = OFATokenizer.from_language(tokenizer or "en")
     return SampleBuilder(layout, tokenizer, **options)

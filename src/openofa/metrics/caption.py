@@ -26,7 +26,7 @@ from typing import Hashable, Mapping, Sequence
 from openofa.errors import OFAError
 from openofa.metrics.ptb import coco_tokenize
 
-__all__ = ["caption_scores", "bleu", "cider_d", "rouge_l", "tokenize_for_coco"]
+__all__ = ["caption_scores", "bleu", "cider_d", "document_frequencies", "rouge_l", "tokenize_for_coco"]
 
 _TINY, _SMALL = 1e-15, 1e-9
 
@@ -81,16 +81,28 @@ def _bleu_values(correct, guess, testlen, reflen, n) -> list[float]:
     return out
 
 
-def cider_d(refs: Sequence[Sequence[str]], hyps: Sequence[str], n: int = 4,
-            sigma: float = 6.0) -> tuple[float, list[float]]:
+def document_frequencies(refs: Sequence[Sequence[str]], n: int = 4) -> Counter:
+    """For every n-gram (n = 1..``n``, tuples of words), the number of images (lists of
+    tokenized references) in ``refs`` whose references contain it: CIDEr's document frequency."""
+    df: Counter = Counter()
+    for rs in refs:
+        df.update({g for r in rs for g in _ngrams(r.split(), n)})
+    return df
+
+
+def cider_d(refs: Sequence[Sequence[str]], hyps: Sequence[str], n: int = 4, sigma: float = 6.0, *,
+            df: Mapping[tuple, float] | None = None, num_docs: float | None = None) -> tuple[float, list[float]]:
     """CIDEr-D of tokenized ``hyps`` against ``refs``: (mean, per-image scores), as
-    ``pycocoevalcap.cider.Cider`` (document frequencies from these references only)."""
+    ``pycocoevalcap.cider.Cider``, with document frequencies from these references.
+
+    ``df`` and ``num_docs`` replace them with frequencies counted over another corpus of
+    ``num_docs`` images (the ``CiderD(df=...)`` of the original's SCST training, whose cached
+    files hold exactly these two: ``document_frequency`` and ``ref_len``)."""
     crefs = [[_ngrams(r.split(), n) for r in rs] for rs in refs]
     ctest = [_ngrams(h.split(), n) for h in hyps]
-    df: Counter = Counter()
-    for rs in crefs:
-        df.update({g for r in rs for g in r})
-    log_n = math.log(float(len(crefs)))
+    if df is None:
+        df = document_frequencies(refs, n)
+    log_n = math.log(float(num_docs if num_docs is not None else len(crefs)))
 
     def vector(counts: Counter):
         vec: list[dict] = [{} for _ in range(n)]

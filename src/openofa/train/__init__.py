@@ -3,7 +3,8 @@
 * :class:`TrainConfig`, :func:`load_recipe` (``recipes/*.yaml``)
 * :class:`Trainer`: the loop (accumulation, bf16/fp16, activation checkpointing, validation,
   best checkpoint, exact resume), :func:`run` builds model + data from a config and trains
-* :class:`LabelSmoothedCrossEntropy`: the original's criterion
+* :class:`LabelSmoothedCrossEntropy`: the original's criterion; ``openofa.train.scst``: its
+  self-critical CIDEr optimisation (``criterion: scst``, caption stage 2)
 * :func:`build_optimizer`, :class:`PolynomialDecaySchedule`, :class:`EMA`
 * ``openofa.train.distributed``: torchrun set-up, DDP / FSDP, activation checkpointing
 * ``openofa.train.checkpoint``: atomic ``last.pt`` and exported weights

@@ -120,6 +120,8 @@ def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
     options = dict(cfg.data)
     options.setdefault("tokenizer", _tokenizer(model_config))
     options["shard"] = None
+    if cfg.criterion == "scst":
+        options.setdefault("scst", True)  # caption targets keep every reference, as the original's --scst
 
     def one(paths, split):
         paths = [paths] if isinstance(paths, str) else list(paths)
@@ -131,12 +133,13 @@ def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
     return train, valid
 
 
-_TASK_EXTRAS = ("conf", "w_resize_ratio", "h_resize_ratio", "region_coord", "ref", "prefix")
+_TASK_EXTRAS = ("conf", "w_resize_ratio", "h_resize_ratio", "region_coord", "ref", "prefix", "constraint_mask")
 
 
 def _mixture_datasets(cfg, build_dataset, model_config) -> tuple[Any, Any]:
-    """Several tasks in one training set; batches mix tasks, so task-specific extras are dropped
-    and every sample contributes plain token-level cross-entropy."""
+    """Several tasks in one training set; batches mix tasks, so task-specific extras (VQA
+    confidences, candidate-list constraint masks, ...) are dropped and every sample contributes
+    plain token-level cross-entropy."""
     if not cfg.mixture:
         raise OFAError("task: mixture needs 'mixture: {task: train file, ...}' in the recipe")
     shared = {k: v for k, v in cfg.data.items() if not isinstance(v, dict)}
@@ -172,13 +175,43 @@ class _Concat:
 
 
 class _Mixture(_Concat):
-    """Datasets of different tasks as one; the collater keeps only what every task has."""
+    """Datasets of different tasks as one; the collater keeps only what every task has. A mixture
+    of the pretraining files alone keeps ``conf``: every one of their samples has it, and the
+    original's pretraining objective weights samples by it (text, image, detection: 2)."""
+
+    def __init__(self, parts: list) -> None:
+        from openofa.data.layouts import PRETRAIN_TASKS
+
+        super().__init__(parts)
+        drop = set(_TASK_EXTRAS)
+        if all(getattr(p, "task", None) in PRETRAIN_TASKS for p in parts):
+            drop.discard("conf")
+        self.drop = drop
 
     def collater(self, samples):
+        flat = [x for s in samples for x in (s if isinstance(s, (list, tuple)) else [s])]
         plain = [None if s is None or not isinstance(s, dict) else {k: v for k, v in s.items()
-                                                                     if k not in _TASK_EXTRAS}
-                 for s in samples]
-        return self.parts[0].collater([p if p is not None else s for p, s in zip(plain, samples)])
+                                                                     if k not in self.drop}
+                 for s in flat]
+        return self.parts[0].collater([p if p is not None else s for p, s in zip(plain, flat)])
+
+
+def candidate_answers(cfg) -> list[str] | None:
+    """The recipe's closed answer list (``data.ans2label_file`` or ``data.ans2label_dict``)."""
+    data = dict(cfg.data or {})
+    if data.get("ans2label_file") is not None:
+        from openofa.data.answers import read_answers
+
+        return read_answers(data["ans2label_file"])
+    value = data.get("ans2label_dict")
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = list(value)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(a, str) for a in value):
+        raise OFAError(f"data.ans2label_dict: expected a list of answer strings or an {{answer: index}} mapping "
+                       f"(quote 'yes' and 'no' in YAML), got {value!r}")
+    return [a.strip() for a in value]
 
 
 def task_evaluate(cfg, model_config, valid) -> Any:
@@ -192,6 +225,18 @@ def task_evaluate(cfg, model_config, valid) -> Any:
     options = dict(cfg.eval or {})
     limit = options.pop("limit", None)
     data = dict(cfg.data or {})
+    candidates = candidate_answers(cfg)
+    if candidates is not None:
+        # score (or constrain decoding) against the training answer list, as the original's
+        # validation does, instead of the answers found in the validation file
+        from openofa.data.layouts import canonical_task
+
+        task = canonical_task(cfg.task)
+        if task == "vqa" and options.get("mode", "allcand") != "beam":
+            options.setdefault("mode", "allcand")
+            options.setdefault("answers", candidates)
+        elif task == "classify":
+            options.setdefault("classes", candidates)
 
     def evaluate(model) -> dict[str, float]:
         from openofa.api import OFA

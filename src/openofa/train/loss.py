@@ -22,7 +22,7 @@ Extras of the original, all optional:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
@@ -40,6 +40,8 @@ class LossOutput:
     sample_size: int  # tokens in the loss (the gradient's denominator)
     ntokens: int  # target tokens of the batch (as the collater counted them)
     nsentences: int
+    # other per-sentence sums a criterion reports (SCST: "reward"); logged as means per sentence
+    sums: dict = field(default_factory=dict)
 
 
 def label_smoothed_nll_loss(
@@ -114,6 +116,9 @@ class LabelSmoothedCrossEntropy:
             p = self.ignore_prefix_size
             logits, target = logits[:, p:], target[:, p:]
             masks = masks[:, p:] if masks is not None else None
+        if masks is not None and masks.shape != logits.shape:
+            raise OFAError(f"constraint_masks of shape {tuple(masks.shape)} do not match the logits "
+                           f"{tuple(logits.shape)} (is the answer list's vocabulary the model's?)")
         keep = target.ne(self.pad)
         if self.ignore_eos:
             keep &= target.ne(self.eos)

@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 from openofa.errors import OFAError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+CRITERIA = ("label_smoothed_cross_entropy", "scst")
 RESUME = ("auto", "always", "never")
 
 
@@ -67,6 +68,11 @@ class TrainConfig:
     adam_eps: float = 1e-8
     clip_norm: float = 1.0
     # ---- loss --------------------------------------------------------------------------------------
+    # label_smoothed_cross_entropy, or scst: self-critical CIDEr optimisation (caption stage 2)
+    criterion: str = "label_smoothed_cross_entropy"
+    # criterion scst: GenerationConfig options of the captions it samples (default: the original's
+    # --scst-args beam 5, max_len_b 16, no_repeat_ngram_size 3) and cider_df: corpus | batch | file
+    scst: dict = field(default_factory=dict)
     label_smoothing: float = 0.1
     ignore_prefix_size: int = 0
     ignore_eos: bool = False
@@ -155,6 +161,19 @@ class TrainConfig:
         for key in self.model_config:
             if key not in known:
                 raise bad(f"model_config.{key}", f"unknown OFAConfig field{_suggest(key, known)}")
+        if self.criterion not in CRITERIA:
+            raise bad("criterion", f"{self.criterion!r} is not one of {', '.join(CRITERIA)}")
+        if self.scst:
+            from openofa.generation import GenerationConfig
+            from openofa.train.scst import SCST_KEYS
+
+            known_scst = set(GenerationConfig.__dataclass_fields__) | set(SCST_KEYS)
+            for key in self.scst:
+                if key not in known_scst:
+                    raise bad(f"scst.{key}", f"unknown option (GenerationConfig fields and "
+                                             f"{', '.join(SCST_KEYS)}){_suggest(key, known_scst)}")
+            if self.criterion != "scst":
+                raise bad("scst", "options for criterion scst, but the criterion is " + self.criterion)
         if self.constraint_range is not None:
             from openofa.train.loss import parse_constraint_range
 
@@ -249,7 +268,7 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return data
 
 
-_MAPPING_FIELDS = {"model_config", "data", "eval"}
+_MAPPING_FIELDS = {"model_config", "data", "eval", "scst"}
 
 
 def _type_name(tp: Any) -> str:

@@ -92,6 +92,7 @@ class _Accum:
     nsentences: int = 0
     losses: list = field(default_factory=list)  # tensors: no device sync per micro-batch
     nlls: list = field(default_factory=list)
+    sums: dict = field(default_factory=dict)  # the criterion's extra per-sentence sums
 
     def add(self, out: LossOutput) -> None:
         self.losses.append(out.loss.detach().double())
@@ -99,6 +100,24 @@ class _Accum:
         self.sample_size += out.sample_size
         self.ntokens += out.ntokens
         self.nsentences += out.nsentences
+        for k, v in out.sums.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+
+
+def build_criterion(cfg: TrainConfig, model_config, train_data: Any,
+                    cross_entropy: LabelSmoothedCrossEntropy | None = None):
+    """The training criterion a config names: ``label_smoothed_cross_entropy`` (default) or
+    ``scst`` (self-critical CIDEr optimisation, :mod:`openofa.train.scst`)."""
+    if cfg.criterion == "scst":
+        from openofa.train.scst import SelfCriticalCriterion
+
+        return SelfCriticalCriterion.from_config(cfg, model_config, train_data)
+    if cross_entropy is not None:
+        return cross_entropy
+    return LabelSmoothedCrossEntropy(
+        cfg.label_smoothing, pad=model_config.pad, eos=model_config.eos, ignore_prefix_size=cfg.ignore_prefix_size,
+        ignore_eos=cfg.ignore_eos, drop_worst_ratio=cfg.drop_worst_ratio, drop_worst_after=cfg.drop_worst_after,
+        constraint_range=cfg.constraint_range)
 
 
 class LossEvaluator:
@@ -171,10 +190,16 @@ class Trainer:
         self.collate_fn = collate_fn or B.default_collate_fn(train_data)
         mcfg = model.config
         self.model_config = mcfg
-        self.criterion = criterion or LabelSmoothedCrossEntropy(
+        # the cross-entropy also scores the validation data when there is no task metric
+        self.cross_entropy = LabelSmoothedCrossEntropy(
             cfg.label_smoothing, pad=mcfg.pad, eos=mcfg.eos, ignore_prefix_size=cfg.ignore_prefix_size,
             ignore_eos=cfg.ignore_eos, drop_worst_ratio=cfg.drop_worst_ratio, drop_worst_after=cfg.drop_worst_after,
             constraint_range=cfg.constraint_range)
+        self.criterion = criterion or build_criterion(cfg, mcfg, train_data, self.cross_entropy)
+        # a criterion with runs_model (SCST) is called as criterion(model, batch, update) and runs
+        # the model itself; the others get the logits
+        self.criterion_runs_model = bool(getattr(self.criterion, "runs_model", False))
+        self.log_keys = tuple(getattr(self.criterion, "log_keys", ()))
 
         # ---- model, optimizer, schedule ----------------------------------------------------------
         apply_freezing(model, freeze_embedding=cfg.freeze_embedding, freeze_resnet=cfg.freeze_resnet,
@@ -186,6 +211,9 @@ class Trainer:
                                 find_unused_parameters=cfg.find_unused_parameters, sync_bn=cfg.sync_bn)
         self.module = unwrap(self.model)
         self.fsdp = is_fsdp(self.model)
+        if self.fsdp and self.criterion_runs_model:
+            raise OFAError(f"criterion {cfg.criterion} generates with the model between updates, which "
+                           "parallel: fsdp does not support here; use parallel: ddp")
         self.params = trainable_parameters(self.model)
         self.optimizer = build_optimizer(self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
                                          weight_decay=cfg.weight_decay)
@@ -223,7 +251,8 @@ class Trainer:
 
         # ---- validation ----------------------------------------------------------------------------
         if evaluate is None and valid_data is not None:
-            evaluate = LossEvaluator(valid_data, collate_fn or B.default_collate_fn(valid_data), self.criterion,
+            ce = self.criterion if not self.criterion_runs_model else self.cross_entropy
+            evaluate = LossEvaluator(valid_data, collate_fn or B.default_collate_fn(valid_data), ce,
                                      batch_size=cfg.batch_size, device=self.device, precision=cfg.precision,
                                      num_workers=cfg.num_workers, info=self.info)
             if cfg.best_metric not in ("loss", "nll_loss"):
@@ -340,9 +369,13 @@ class Trainer:
         batch = move_to(batch, self.device, non_blocking=self.device.type == "cuda")
         ctx = contextlib.nullcontext() if sync else no_grad_sync(self.model)
         with ctx:
-            with self._autocast():
-                logits = self.model(**_net_input(self.model, batch))
-            out = self.criterion(logits, batch, self.progress.num_updates)
+            if self.criterion_runs_model:
+                with self._autocast():
+                    out = self.criterion(self.model, batch, self.progress.num_updates)
+            else:
+                with self._autocast():
+                    logits = self.model(**_net_input(self.model, batch))
+                out = self.criterion(logits, batch, self.progress.num_updates)
             loss = out.loss * 0.0 if dummy else out.loss
             if self.scaler is not None:
                 loss = self.scaler.scale(loss)
@@ -354,10 +387,11 @@ class Trainer:
         zero = torch.zeros((), dtype=torch.float64, device=self.device)
         loss_sum = torch.stack(acc.losses).sum() if acc.losses else zero
         nll_sum = torch.stack(acc.nlls).sum() if acc.nlls else zero
-        counts = torch.tensor([acc.sample_size, acc.ntokens, acc.nsentences], dtype=torch.float64)
+        counts = torch.tensor([acc.sample_size, acc.ntokens, acc.nsentences]
+                              + [acc.sums.get(k, 0.0) for k in self.log_keys], dtype=torch.float64)
         stats = torch.cat([torch.stack([loss_sum, nll_sum]), counts.to(self.device)])
         all_reduce_sum(stats)
-        loss_sum, nll_sum, sample_size, ntokens, nsentences = (float(v) for v in stats.tolist())
+        loss_sum, nll_sum, sample_size, ntokens, nsentences, *extra = (float(v) for v in stats.tolist())
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         # DDP/FSDP average gradients over processes; we want the sum over all tokens / tokens
@@ -384,12 +418,13 @@ class Trainer:
         n = sample_size or 1.0
         return {"loss": loss_sum / n, "nll_loss": nll_sum / n, "sample_size": sample_size, "ntokens": ntokens,
                 "nsentences": nsentences, "gnorm": gnorm, "lr": lr, "skipped": skipped,
-                "loss_scale": self.scaler.get_scale() if self.scaler is not None else None}
+                "loss_scale": self.scaler.get_scale() if self.scaler is not None else None,
+                **{k: v / (nsentences or 1.0) for k, v in zip(self.log_keys, extra)}}
 
     # ---- logging ----------------------------------------------------------------------------------------
     def _new_window(self) -> dict:
         return {"loss": 0.0, "nll": 0.0, "sample_size": 0.0, "ntokens": 0.0, "nsentences": 0.0, "gnorm": 0.0,
-                "updates": 0, "start": time.perf_counter()}
+                "updates": 0, "start": time.perf_counter(), "sums": {}}
 
     def _log_update(self, s: dict[str, float]) -> None:
         self.last_stats = s
@@ -404,6 +439,8 @@ class Trainer:
             w[k] += s[k]
         w["gnorm"] += s["gnorm"]
         w["updates"] += 1
+        for k in self.log_keys:
+            w["sums"][k] = w["sums"].get(k, 0.0) + s[k] * s["nsentences"]
         self.log.tick(loss=f"{s['loss']:.3f}", lr=f"{s['lr']:.2e}")
         if self.progress.num_updates % self.cfg.log_every:
             return
@@ -412,7 +449,8 @@ class Trainer:
         row = {"epoch": self.progress.epoch, "update": self.progress.num_updates, "loss": w["loss"] / n,
                "nll_loss": w["nll"] / n, "lr": s["lr"], "gnorm": w["gnorm"] / max(w["updates"], 1),
                "ups": w["updates"] / secs, "wps": w["ntokens"] / secs, "sps": w["nsentences"] / secs,
-               "sample_size": w["sample_size"], "ntokens": w["ntokens"]}
+               "sample_size": w["sample_size"], "ntokens": w["ntokens"],
+               **{k: v / (w["nsentences"] or 1.0) for k, v in w["sums"].items()}}
         if s["loss_scale"] is not None:
             row["loss_scale"] = s["loss_scale"]
         if self.device.type == "cuda":
