@@ -39,13 +39,21 @@ class OFA:
     def __init__(self, model, *, image_size: int | None = None, task_settings: dict | None = None,
                  batch_size: int = 8) -> None:
         self.model = model.eval()
-        self.tokenizer = OFATokenizer.for_config(model.config)
+        self._tokenizer: OFATokenizer | None = None
         #: image side for all tasks; None = the checkpoint's / each task's own default
         self.image_size = image_size
         # task settings saved with the model (our format keeps them in config.extra["task"]), then the
         # checkpoint's task section, then what the caller says
         self.task_settings = {**dict(model.config.extra.get("task", {})), **dict(task_settings or {})}
         self.batch_size = batch_size
+
+    @property
+    def tokenizer(self) -> OFATokenizer:
+        """The tokenizer of the model's vocabulary, built on first use (a model whose vocabulary
+        matches no tokenizer still loads; its tasks then fail with one clear error)."""
+        if self._tokenizer is None:
+            self._tokenizer = OFATokenizer.for_config(self.model.config)
+        return self._tokenizer
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod

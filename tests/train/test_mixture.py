@@ -59,12 +59,15 @@ def test_pretraining_mixture_trains(tmp_path):
         "pretrain_image": write_tsv(tmp_path / "image_examples.tsv", [[1, square, " ".join(["7"] * 16)]]),
         "pretrain_detection": write_tsv(tmp_path / "detection_examples.tsv", [[1, img, "10,10,90,90,1,square"]]),
     }
+    # the pretraining files need image codes and 1000 bins: the mini size with the full vocabulary
+    full_vocab = {"text_vocab": None, "num_bins": 1000, "code_dict_size": 8192, "vocab_size": 59457}
     cfg = TrainConfig(task="mixture", model="mini", mixture={t: str(p) for t, p in files.items()},
-                      model_config={"encoder_layers": 1, "decoder_layers": 1}, data={"patch_image_size": 64},
+                      model_config={"encoder_layers": 1, "decoder_layers": 1, **full_vocab},
+                      data={"patch_image_size": 64},
                       batch_size=3, max_update=2, lr=1e-4, label_smoothing=0.0, run_dir=str(tmp_path / "run"),
                       progress=False, tensorboard=False, validate_every_epochs=0, save_every_epochs=0, log_every=1,
                       device="cpu").validate("test")
-    train, _ = build_datasets(cfg, get_config("mini"))
+    train, _ = build_datasets(cfg, get_config("mini", **full_vocab))
     batch = train.collater([train[i] for i in range(len(train))])
     assert batch["nsentences"] == 7  # the grounding row also gives its grounded-captioning sample
     assert batch["net_input"]["code_masks"].sum() == 1 and batch["net_input"]["patch_masks"].sum() == 6

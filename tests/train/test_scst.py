@@ -71,6 +71,13 @@ def scenes_caption(tmp_path, n=3, seed=700):
     return files["caption"]
 
 
+def mini_tokenizer():
+    from openofa.config import get_config
+    from openofa.text.tokenizer import OFATokenizer
+
+    return OFATokenizer.for_config(get_config("mini"))
+
+
 def small_model(seed=0):
     from openofa.config import get_config
     from openofa.model import build_model
@@ -83,7 +90,8 @@ def small_model(seed=0):
 def caption_batch(tmp_path, n=2):
     from openofa.data import build_dataset
 
-    ds = build_dataset("caption", scenes_caption(tmp_path, n=n), patch_image_size=64, scst=True)
+    ds = build_dataset("caption", scenes_caption(tmp_path, n=n), patch_image_size=64, scst=True,
+                       tokenizer=mini_tokenizer())
     return ds.collater([ds[i] for i in range(n)])
 
 
@@ -100,7 +108,8 @@ class IndexReward:
 def test_loss_is_minus_advantage_times_the_captions_log_probability(tmp_path):
     model = small_model()
     batch = caption_batch(tmp_path)
-    crit = SelfCriticalCriterion({"beam_size": 3, "max_len_b": 5}, IndexReward([3.0, 1.0, 2.0]))
+    crit = SelfCriticalCriterion({"beam_size": 3, "max_len_b": 5}, IndexReward([3.0, 1.0, 2.0]),
+                                 tokenizer=mini_tokenizer())
     captions = crit.sample(model, batch)
     assert [len(g) for g in captions] == [3, 3] and all(int(c[-1]) == 2 for g in captions for c in g)
     out = crit(model, batch)
@@ -117,7 +126,7 @@ def test_loss_is_minus_advantage_times_the_captions_log_probability(tmp_path):
 
 
 def one_step(model, batch, generation, rewards, lr=1e-3):
-    crit = SelfCriticalCriterion(generation, IndexReward(rewards))
+    crit = SelfCriticalCriterion(generation, IndexReward(rewards), tokenizer=mini_tokenizer())
     captions = crit.sample(model, batch)
     with torch.no_grad():
         before, _ = crit.log_probs(model, batch, captions)
@@ -165,18 +174,17 @@ def own_captions(tmp_path_factory):
 
     from openofa.data import build_dataset
     from openofa.generation import SequenceGenerator
-    from openofa.text import OFATokenizer
     from openofa.train.cli import build_model_for
     from openofa.train.recipe import config_from_mapping
 
     folder = tmp_path_factory.mktemp("scst")
     images = scenes_caption(folder, n=4, seed=740)
     model = build_model_for(config_from_mapping(RUN)).eval()
-    ds = build_dataset("caption", images, patch_image_size=64, scst=True)
+    ds = build_dataset("caption", images, patch_image_size=64, scst=True, tokenizer=mini_tokenizer())
     net = ds.collater([ds[i] for i in range(len(ds))])["net_input"]
     hypos = SequenceGenerator(beam_size=3, max_len_b=5).generate(model, net["src_tokens"], net["src_lengths"],
                                                                  net["patch_images"], net["patch_masks"])
-    tok = OFATokenizer.from_language("en")
+    tok = mini_tokenizer()
     rows = [json.loads(line) for line in images.read_text().splitlines()]
     out = folder / "own.jsonl"
     with out.open("w") as f:

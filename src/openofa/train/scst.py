@@ -185,7 +185,7 @@ class SelfCriticalCriterion:
 
     def __init__(self, generation: GenerationConfig | Mapping[str, Any] | None = None,
                  reward: CiderReward | None = None, *, pad: int = 1, bos: int = 0, eos: int = 2,
-                 language: str = "en", constraint_range: Any = None) -> None:
+                 language: str = "en", constraint_range: Any = None, tokenizer: Any = None) -> None:
         if generation is None or isinstance(generation, Mapping):
             options = {**DEFAULT_SCST, **dict(generation or {})}
             known = set(GenerationConfig.__dataclass_fields__)
@@ -199,12 +199,13 @@ class SelfCriticalCriterion:
         self.constraint_range = TokenRange.parse(constraint_range) if constraint_range else None
         from openofa.text.tokenizer import OFATokenizer
 
-        self.tokenizer = OFATokenizer.from_language(language)
+        self.tokenizer = tokenizer if tokenizer is not None else OFATokenizer.from_language(language)
 
     @classmethod
     def from_config(cls, cfg, model_config, train_data: Any) -> "SelfCriticalCriterion":
         """Built from a recipe: ``scst`` holds GenerationConfig options and ``cider_df``."""
         from openofa.data.layouts import canonical_task
+        from openofa.text.tokenizer import OFATokenizer
 
         if cfg.task in ("synthetic", "mixture") or canonical_task(cfg.task) != "caption":
             raise OFAError(f"criterion scst optimises captions against their references: it needs task caption, "
@@ -220,7 +221,8 @@ class SelfCriticalCriterion:
         else:
             raise OFAError(f"scst.cider_df: expected corpus, batch or a file path, got {df!r}")
         return cls(options, reward, pad=model_config.pad, bos=model_config.bos, eos=model_config.eos,
-                   language=model_config.language, constraint_range=cfg.constraint_range)
+                   language=model_config.language, constraint_range=cfg.constraint_range,
+                   tokenizer=OFATokenizer.for_config(model_config))
 
     # ---- the three steps ----------------------------------------------------------------------
     def sample(self, model: torch.nn.Module, batch: Mapping[str, Any]) -> list[list[torch.Tensor]]:
