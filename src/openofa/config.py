@@ -188,6 +188,7 @@ _REGISTRY = {
     # the project's own small model (trained on procedural scenes, shipped inside the package)
     "mini": lambda: _size((3, 3), 96, 4, 384, "resnet-small", resnet_width=16, max_source_positions=128,
                           max_target_positions=64, image_bucket_size=16, text_vocab="scenes",
+                          entangle_position_embedding=True,
                           num_bins=MINI_BINS, code_dict_size=0,
                           vocab_size=_subset_vocab_size("en", "scenes", MINI_BINS, 0)),
     "base-zh": lambda: _size((6, 6), 768, 12, 3072, "resnet101", vocab_size=ZH_VOCAB_SIZE, language="zh"),

@@ -134,3 +134,25 @@ def test_seeded_examples_do_not_disturb_the_global_generators():
     assert torch.rand(()) == after  # the caller's stream is untouched
     assert items[-1 - 2] == (first[2], True)  # dummy marker
     assert B.EpochItems(Noisy(), seed=5, epoch=3)[0][0] != first[0]
+
+
+def test_lr_scale_groups_and_the_schedule_keep_the_ratio():
+    from openofa.train.optim import lr_scale_groups
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)))
+    groups = lr_scale_groups(model.named_parameters(), {"1": 4.0, "1.1": 0.5})
+    by_scale = {g["lr_scale"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_scale[1.0] == {id(p) for p in model[0].parameters()}
+    assert by_scale[4.0] == {id(p) for p in model[1][0].parameters()}
+    assert by_scale[0.5] == {id(p) for p in model[1][1].parameters()}  # the longest prefix wins
+    opt = build_optimizer(groups, lr=1e-3)
+    sched = PolynomialDecaySchedule(opt, lr=1e-3, total_updates=10, warmup_updates=2)
+    for n in (0, 1, 5, 10):
+        sched.step(n)
+        lrs = {g["lr_scale"]: g["lr"] for g in opt.param_groups}
+        assert lrs[4.0] == 4.0 * lrs[1.0] and lrs[0.5] == 0.5 * lrs[1.0]
+        assert sched.get_lr() == lrs[1.0]
+    with pytest.raises(OFAError, match="no trainable parameter is named 'decoder'"):
+        lr_scale_groups(model.named_parameters(), {"decoder": 2.0})
+    with pytest.raises(OFAError, match="must be a number > 0"):
+        lr_scale_groups(model.named_parameters(), {"1": 0})

@@ -65,15 +65,39 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 # ---- optimizer -----------------------------------------------------------------------------------
-def build_optimizer(params: Iterable[nn.Parameter], *, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                    eps: float = 1e-8, weight_decay: float = 0.01) -> torch.optim.Optimizer:
+def lr_scale_groups(named_params: Iterable[tuple[str, nn.Parameter]], scales: dict[str, float]) -> list[dict]:
+    """Parameter groups for AdamW: the parameters whose name starts with a prefix of ``scales`` get
+    that learning-rate multiplier (the longest matching prefix wins), the others 1.0. Each group
+    carries ``lr_scale``; the schedule sets ``lr * lr_scale`` on it."""
+    for prefix, scale in scales.items():
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0:
+            raise OFAError(f"lr_scale[{prefix!r}] must be a number > 0, got {scale!r}")
+    groups: dict[float, list[nn.Parameter]] = {}
+    used: set[str] = set()
+    for name, p in named_params:
+        hits = [k for k in scales if name == k or name.startswith(k.rstrip(".") + ".")]
+        key = max(hits, key=len) if hits else None
+        if key is not None:
+            used.add(key)
+        groups.setdefault(float(scales[key]) if key is not None else 1.0, []).append(p)
+    unused = sorted(set(scales) - used)
+    if unused:
+        raise OFAError(f"lr_scale: no trainable parameter is named {', '.join(map(repr, unused))} (or below it)")
+    return [{"params": ps, "lr_scale": scale} for scale, ps in groups.items()]
+
+
+def build_optimizer(params: Iterable[nn.Parameter] | list[dict], *, lr: float,
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                    weight_decay: float = 0.01) -> torch.optim.Optimizer:
+    """AdamW over ``params`` (parameters, or groups from :func:`lr_scale_groups`)."""
     params = list(params)
-    if not params:
+    flat = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
+    if not flat:
         raise OFAError("nothing to train: every parameter is frozen")
     if lr <= 0:
         raise OFAError(f"lr must be > 0, got {lr}")
     # fused kernels on CUDA (plain tensors); elsewhere torch's default implementation
-    fused = all(p.is_cuda and type(p.data) is torch.Tensor for p in params) or None
+    fused = all(p.is_cuda and type(p.data) is torch.Tensor for p in flat) or None
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
 
 
@@ -117,11 +141,12 @@ class PolynomialDecaySchedule:
         self.num_updates = int(num_updates)
         lr = self.lr_at(self.num_updates)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     def get_lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        """The schedule's rate (groups with an ``lr_scale`` use a multiple of it)."""
+        return self.lr_at(self.num_updates)
 
     def state_dict(self) -> dict:
         return {"num_updates": self.num_updates, "lr": self.lr, "total": self.total, "warmup": self.warmup,

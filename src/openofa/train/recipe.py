@@ -62,6 +62,8 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     warmup_updates: int = 0  # if set, instead of warmup_ratio
     lr_power: float = 1.0
+    # learning-rate multipliers by parameter-name prefix, e.g. {encoder.embed_images: 4.0}
+    lr_scale: dict = field(default_factory=dict)
     # ---- optimizer -------------------------------------------------------------------------------
     weight_decay: float = 0.01
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -44,7 +44,8 @@ from openofa.train.distributed import (DistInfo, all_gather_object, all_reduce_s
 from openofa.train.logs import RunLog
 from openofa.train.loss import LabelSmoothedCrossEntropy, LossOutput
 from openofa.train.optim import (EMA, PolynomialDecaySchedule, apply_freezing, build_optimizer, clip_grad_norm,
-                                 multiply_grads, set_train_mode, trainable_parameters, warmup_steps)
+                                 lr_scale_groups, multiply_grads, set_train_mode, trainable_parameters,
+                                 warmup_steps)
 from openofa.train.recipe import TrainConfig
 
 Evaluate = Callable[[nn.Module], Mapping[str, float]]
@@ -215,7 +216,13 @@ class Trainer:
             raise OFAError(f"criterion {cfg.criterion} generates with the model between updates, which "
                            "parallel: fsdp does not support here; use parallel: ddp")
         self.params = trainable_parameters(self.model)
-        self.optimizer = build_optimizer(self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+        groups = self.params
+        if cfg.lr_scale:
+            if self.fsdp:
+                raise OFAError("lr_scale needs parallel: ddp (FSDP flattens the parameters it would scale)")
+            groups = lr_scale_groups(((n, p) for n, p in self.module.named_parameters() if p.requires_grad),
+                                     cfg.lr_scale)
+        self.optimizer = build_optimizer(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
                                          weight_decay=cfg.weight_decay)
         n = len(train_data)
         self.micro_per_epoch = B.micro_batches_per_epoch(n, cfg.batch_size, self.info.world_size)
