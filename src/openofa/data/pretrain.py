@@ -261,22 +261,8 @@ def _variant(b: "SampleBuilder", sample: dict, src: list[int], tgt: list[int]) -
 
 
 def _grounding(b: "SampleBuilder", r: Record) -> tuple[torch.Tensor, list[int]]:
-    from openofa.text.locations import box_to_ids
-    from openofa.vision.boxes import validate_box
-    from openofa.vision.transforms import refcoco_transform
-
-    img = b.load_image(r)
-    try:
-        validate_box(r.box, img.size[0], img.size[1], name=r.where)
-    except OFAError as e:
-        raise BadRow(str(e), "box") from None
-    size = b.patch_image_size
-    out = refcoco_transform(img, r.box, size=size, max_size=size, mean=b.mean, std=b.std)
-    try:
-        ids = box_to_ids(out.box, vocab_size=len(b.tok), num_bins=b.num_bins, max_image_size=b.max_image_size)
-    except OFAError as e:
-        raise BadRow(f"{r.where}: {e}", "box") from None
-    return out.patch_image, [int(i) for i in ids]
+    out, ids = b.box_image(r)
+    return out.patch_image, ids
 
 
 def vision_language(b: "SampleBuilder", r: Record, negatives: NegativeSamples | None) -> list[dict[str, Any]]:

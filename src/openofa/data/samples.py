@@ -269,7 +269,9 @@ class SampleBuilder:
         sample.update(self._with_prompt(src, tgt))
         return sample
 
-    def _ground(self, r: Record) -> dict[str, Any]:
+    def box_image(self, r: Record):
+        """The row's image resized as RefCOCO does, and its box as four location-token ids:
+        ``(refcoco_transform output, ids)``. A box outside the image is a bad row."""
         from openofa.text.locations import box_to_ids
         from openofa.vision.boxes import validate_box
         from openofa.vision.transforms import refcoco_transform
@@ -282,10 +284,14 @@ class SampleBuilder:
         size = self.patch_image_size
         out = refcoco_transform(img, r.box, size=size, max_size=size, mean=self.mean, std=self.std)
         try:
-            tgt = box_to_ids(out.box, vocab_size=len(self.tok), num_bins=self.num_bins,
+            ids = box_to_ids(out.box, vocab_size=len(self.tok), num_bins=self.num_bins,
                              max_image_size=self.max_image_size)
         except OFAError as e:
             raise BadRow(f"{r.where}: {e}", "box") from None
+        return out, [int(i) for i in ids]
+
+    def _ground(self, r: Record) -> dict[str, Any]:
+        out, tgt = self.box_image(r)
         if self.zh:
             text = REFCOCO_PROMPT_ZH.format(pre_caption(r.text, self.max_src_length))
         else:
