@@ -168,11 +168,10 @@ MINI_BINS = 64
 
 
 def _subset_vocab_size(language: str, name: str, num_bins: int, code_dict_size: int) -> int:
-    """4 specials + the subset's text symbols + <mask> + codes + bins."""
-    from openofa.text.dictionary import text_vocab_path
+    """4 specials + the subset's text symbols + <mask> + codes + bins (the cached dictionary's size)."""
+    from openofa.text.dictionary import configured_dictionary
 
-    lines = [line for line in text_vocab_path(language, name).read_text(encoding="utf-8").split("\n") if line]
-    return 4 + len(lines) + 1 + code_dict_size + num_bins
+    return len(configured_dictionary(language, name, num_bins, code_dict_size))
 
 
 # Chinese models share the architecture but use the BERT vocabulary:

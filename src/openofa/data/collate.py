@@ -65,12 +65,17 @@ def pad_sequences(seqs: Sequence[torch.Tensor], pad: int) -> torch.Tensor:
     return out
 
 
+def flatten_samples(samples: Sequence[Any]) -> list[Any]:
+    """Samples in order, with the list a row may give (pretrain_vl: the pair and its matching /
+    region sample) spread out."""
+    return [x for s in samples for x in (s if isinstance(s, (list, tuple)) else [s])]
+
+
 def collate(samples: Sequence[Any], pad: int = 1) -> dict[str, Any]:
     """Batch samples from a :class:`~openofa.data.dataset.OFADataset` (see the module doc)."""
     good = [s for s in samples if s is not None and not isinstance(s, Skipped)]
     skipped = len(samples) - len(good)
-    # a row may give several samples (pretrain_vl: the pair and its matching / region sample)
-    good = [x for s in good for x in (s if isinstance(s, (list, tuple)) else [s])]
+    good = flatten_samples(good)
     if not good:
         return {}
     src = pad_sequences([s["source"] for s in good], pad)

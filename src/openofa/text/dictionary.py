@@ -165,7 +165,7 @@ class Dictionary:
         ``dict.txt``), only those text symbols, followed by ``<mask>``, ``code_dict_size`` codes
         and ``num_bins`` bins. Its size must equal ``config.vocab_size``."""
         name = getattr(config, "text_vocab", None) or None
-        d = _configured(config.language, name, int(config.num_bins), int(config.code_dict_size))
+        d = configured_dictionary(config.language, name, int(config.num_bins), int(config.code_dict_size))
         if len(d) != config.vocab_size:
             what = f"text vocabulary {name!r}" if name else f"the {config.language} vocabulary"
             raise OFAError(
@@ -280,13 +280,16 @@ def text_vocab_path(language: str, name: str) -> Path:
 
 
 @lru_cache(maxsize=None)
-def _configured(language: str, name: str | None, num_bins: int, code_dict_size: int) -> Dictionary:
-    if name is None and num_bins == NUM_BINS and code_dict_size == CODE_DICT_SIZE:
-        return Dictionary.for_language(language)
+def configured_dictionary(language: str, name: str | None, num_bins: int, code_dict_size: int) -> Dictionary:
+    """The dictionary of ``language`` with the text symbols of subset ``name`` (None: all of
+    them), ``num_bins`` bins and ``code_dict_size`` codes; cached, and the bundled one itself for
+    the official settings."""
     if name is None:
-        path = VOCAB_DIR / LANGUAGE_DIRS[language] / "dict.txt" if language in LANGUAGE_DIRS else None
-        if path is None:
+        if num_bins == NUM_BINS and code_dict_size == CODE_DICT_SIZE:
+            return Dictionary.for_language(language)
+        if language not in LANGUAGE_DIRS:
             raise OFAError(f"unknown language {language!r}; expected one of {sorted(LANGUAGE_DIRS)}")
+        path = VOCAB_DIR / LANGUAGE_DIRS[language] / "dict.txt"
     else:
         path = text_vocab_path(language, name)
         if not path.is_file():

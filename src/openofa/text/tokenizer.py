@@ -247,12 +247,13 @@ class OFATokenizer:
         text symbols, other numbers of bins or image codes), cached."""
         d = Dictionary.for_config(config)
         base = cls.from_language(config.language)
-        if len(d) == len(base.dictionary) and d.symbols == base.dictionary.symbols:
+        if d is base.dictionary:
             return base
         return _derived_tokenizer(config.language, d)
 
     @classmethod
-    def from_bpe_dir(cls, bpe_dir: str | Path, language: str = "en") -> "OFATokenizer":
+    def from_bpe_dir(cls, bpe_dir: str | Path, language: str = "en",
+                     dictionary: Dictionary | None = None) -> "OFATokenizer":
         """Build from a folder laid out like the original's ``--bpe-dir``:
         ``encoder.json`` + ``vocab.bpe`` + ``dict.txt`` (en) or ``vocab.txt`` + ``dict.txt`` (zh)."""
         from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
@@ -267,7 +268,8 @@ class OFATokenizer:
         for name in needed:
             if not (bpe_dir / name).is_file():
                 raise OFAError(f"vocabulary file not found: {bpe_dir / name}")
-        dictionary = Dictionary.load(bpe_dir / "dict.txt")
+        if dictionary is None:
+            dictionary = Dictionary.load(bpe_dir / "dict.txt")
         try:
             if language == "en":
                 model = models.BPE.from_file(str(bpe_dir / "encoder.json"), str(bpe_dir / "vocab.bpe"))
@@ -429,7 +431,8 @@ class OFATokenizer:
 
 @lru_cache(maxsize=None)
 def _bundled_tokenizer(language: str) -> OFATokenizer:
-    return OFATokenizer.from_bpe_dir(VOCAB_DIR / LANGUAGE_DIRS[language], language)
+    return OFATokenizer.from_bpe_dir(VOCAB_DIR / LANGUAGE_DIRS[language], language,
+                                     Dictionary.for_language(language))
 
 
 @lru_cache(maxsize=None)

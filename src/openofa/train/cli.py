@@ -189,7 +189,9 @@ class _Mixture(_Concat):
         self.drop = drop
 
     def collater(self, samples):
-        flat = [x for s in samples for x in (s if isinstance(s, (list, tuple)) else [s])]
+        from openofa.data.collate import flatten_samples
+
+        flat = flatten_samples(samples)
         plain = [None if s is None or not isinstance(s, dict) else {k: v for k, v in s.items()
                                                                      if k not in self.drop}
                  for s in flat]

@@ -113,8 +113,11 @@ def build_criterion(cfg: TrainConfig, model_config, train_data: Any,
         from openofa.train.scst import SelfCriticalCriterion
 
         return SelfCriticalCriterion.from_config(cfg, model_config, train_data)
-    if cross_entropy is not None:
-        return cross_entropy
+    return cross_entropy if cross_entropy is not None else cross_entropy_for(cfg, model_config)
+
+
+def cross_entropy_for(cfg: TrainConfig, model_config) -> LabelSmoothedCrossEntropy:
+    """The original's label-smoothed cross-entropy with a config's settings."""
     return LabelSmoothedCrossEntropy(
         cfg.label_smoothing, pad=model_config.pad, eos=model_config.eos, ignore_prefix_size=cfg.ignore_prefix_size,
         ignore_eos=cfg.ignore_eos, drop_worst_ratio=cfg.drop_worst_ratio, drop_worst_after=cfg.drop_worst_after,
@@ -192,10 +195,7 @@ class Trainer:
         mcfg = model.config
         self.model_config = mcfg
         # the cross-entropy also scores the validation data when there is no task metric
-        self.cross_entropy = LabelSmoothedCrossEntropy(
-            cfg.label_smoothing, pad=mcfg.pad, eos=mcfg.eos, ignore_prefix_size=cfg.ignore_prefix_size,
-            ignore_eos=cfg.ignore_eos, drop_worst_ratio=cfg.drop_worst_ratio, drop_worst_after=cfg.drop_worst_after,
-            constraint_range=cfg.constraint_range)
+        self.cross_entropy = cross_entropy_for(cfg, mcfg)
         self.criterion = criterion or build_criterion(cfg, mcfg, train_data, self.cross_entropy)
         # a criterion with runs_model (SCST) is called as criterion(model, batch, update) and runs
         # the model itself; the others get the logits
