@@ -5,6 +5,14 @@ self-attention bias is ``self_pos_q(pos_ln(P)) @ self_pos_k(pos_ln(P))^T`` plus 
 relative text bias; the cross-attention bias is ``cross_pos_q(pos_ln(P)) @ cross_pos_k(E)^T`` with
 E the encoder's normalised position embeddings. Output logits use the shared token embedding.
 
+Rows whose target is image codes (``code_masks``, one flag per row: image infilling, text-to-image)
+are placed on the code grid instead: P comes from ``embed_image_positions`` at the ids of
+:func:`~openofa.model.positions.code_position_ids` and is normalised by ``image_pos_ln``, the
+input embedding is normalised by ``code_layernorm_embedding``, and the per-layer relative bias
+comes from ``image_rel_pos_table_list`` with 2-D offsets between grid cells. In a batch that mixes
+code and text rows each row takes its own kind; a batch without code rows computes exactly what it
+computed before.
+
 :class:`DecoderCache` holds, per layer, the self-attention keys/values of earlier steps (in
 preallocated buffers) and the cross-attention keys/values, computed once per input and shared by
 all beams of that input (beams are folded into the query axis instead of copying them).
@@ -18,7 +26,8 @@ from torch import nn
 from openofa.config import OFAConfig
 from openofa.model.encoder import EncoderOutput, key_padding_bias
 from openofa.model.layers import DecoderLayer
-from openofa.model.positions import image_rel_table_rows, token_rel_bucket
+from openofa.model.positions import (code_position_ids, image_rel_bucket_of_ids, image_rel_table_rows,
+                                     token_rel_bucket)
 
 
 class _SelfKV:
@@ -54,8 +63,10 @@ class DecoderCache:
     """Incremental-decoding state for N = B * group decoder rows (row r decodes input r // group)."""
 
     def __init__(self, enc: EncoderOutput, cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
-                 cross_pos_k: torch.Tensor, group: int, max_len: int | None = None) -> None:
+                 cross_pos_k: torch.Tensor, group: int, max_len: int | None = None,
+                 code_masks: torch.Tensor | None = None) -> None:
         self.enc = enc
+        self.code_masks = code_masks  # (B,) bool per input, or None: no input decodes image codes
         self.cross_kv = cross_kv
         self.cross_pos_k = cross_pos_k  # (B, H, S, d)
         self.enc_pad_bias = key_padding_bias(enc.padding_mask, cross_pos_k.dtype)  # (B, 1, 1, S)
@@ -78,6 +89,8 @@ class DecoderCache:
             self.cross_kv = [(k.index_select(0, inputs), v.index_select(0, inputs)) for k, v in self.cross_kv]
             self.cross_pos_k = self.cross_pos_k.index_select(0, inputs)
             self.enc_pad_bias = self.enc_pad_bias.index_select(0, inputs)
+            if self.code_masks is not None:
+                self.code_masks = self.code_masks.index_select(0, inputs)
 
 
 class Decoder(nn.Module):
@@ -117,68 +130,115 @@ class Decoder(nn.Module):
     def cross_pos_keys(self, enc: EncoderOutput) -> torch.Tensor:
         return self._heads(self.cross_pos_k_linear(enc.pos_embed))
 
-    def _position_biases(self, positions: torch.Tensor, enc_pos_k: torch.Tensor, enc_pad_bias: torch.Tensor):
+    def _code_rows(self, code_masks: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+        """``code_masks`` as a (rows,) bool tensor, or None when no row decodes image codes."""
+        if code_masks is None:
+            return None
+        mask = code_masks.to(dtype=torch.bool).reshape(-1)
+        if mask.numel() != rows:
+            raise ValueError(f"code_masks has {mask.numel()} entries for {rows} decoder rows")
+        return mask if bool(mask.any()) else None
+
+    def _code_ids(self, positions: torch.Tensor) -> torch.Tensor:
+        return code_position_ids(positions, self.cfg.code_image_size, self.cfg.image_bucket_size)
+
+    def _abs_biases(self, q_pos: torch.Tensor, k_pos: torch.Tensor, enc_pos_k: torch.Tensor):
+        """Self (1, H, T, K) and cross (1 or B, H, T, S) absolute biases from normalised position
+        embeddings of the queries (1, T, C) and of the self-attention keys (1, K, C)."""
+        self_q = self._heads(self.self_pos_q_linear(q_pos)) * self.pos_scaling
+        self_k = self._heads(self.self_pos_k_linear(k_pos))
+        cross_q = self._heads(self.cross_pos_q_linear(q_pos)) * self.pos_scaling
+        return self_q @ self_k.transpose(2, 3), cross_q @ enc_pos_k.transpose(2, 3)
+
+    def _position_biases(self, positions: torch.Tensor, enc_pos_k: torch.Tensor, enc_pad_bias: torch.Tensor,
+                         code: torch.Tensor | None = None, cross_rows: torch.Tensor | None = None):
         """Biases for query positions ``positions`` (T,) attending to keys at 0..positions[-1].
 
-        Returns the self bias without relative part (1, H, T, K) and the cross bias (B, H, T, S)."""
-        all_pos = self.pos_ln(self.embed_positions.weight[: int(positions[-1]) + 1])[None]  # keys 0..last
-        q_pos = all_pos[:, positions]
-        self_q = self._heads(self.self_pos_q_linear(q_pos)) * self.pos_scaling
-        self_k = self._heads(self.self_pos_k_linear(all_pos))
-        self_bias = self_q @ self_k.transpose(2, 3)
-        cross_q = self._heads(self.cross_pos_q_linear(q_pos)) * self.pos_scaling
-        cross_bias = cross_q @ enc_pos_k.transpose(2, 3) + enc_pad_bias
-        return self_bias, cross_bias
+        Returns the self bias without relative part (1, H, T, K) and the cross bias (B, H, T, S).
+        With ``code`` (N,) the self bias is (N, H, T, K) and rows flagged in ``code`` (and in
+        ``cross_rows`` (B,) for the cross bias) take the image-code positions."""
+        keys = torch.arange(int(positions[-1]) + 1, device=positions.device)
+        all_pos = self.pos_ln(self.embed_positions.weight[keys])[None]  # keys 0..last
+        self_bias, cross_bias = self._abs_biases(all_pos[:, positions], all_pos, enc_pos_k)
+        if code is not None:
+            img_pos = self.image_pos_ln(self.embed_image_positions.weight[self._code_ids(keys)])[None]
+            img_self, img_cross = self._abs_biases(img_pos[:, positions], img_pos, enc_pos_k)
+            self_bias = torch.where(code[:, None, None, None], img_self, self_bias)
+            cross_bias = torch.where(cross_rows[:, None, None, None], img_cross, cross_bias)
+        return self_bias, cross_bias + enc_pad_bias
 
-    def _embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x = self.embed_tokens(tokens) + self.embed_positions.weight[positions]
-        return self.dropout(self.layernorm_embedding(x))
+    def _rel_biases(self, q_pos: torch.Tensor, k_pos: torch.Tensor, code: torch.Tensor | None) -> list:
+        """Per layer, the relative self-attention bias (1 or N, H, Q, K)."""
+        cfg = self.cfg
+        bucket = token_rel_bucket(q_pos, k_pos, cfg.token_bucket_size, cfg.max_target_positions)
+        text = [t.weight[bucket].permute(2, 0, 1)[None] for t in self.token_rel_pos_table_list]
+        if code is None:
+            return text
+        img_bucket = image_rel_bucket_of_ids(self._code_ids(q_pos), self._code_ids(k_pos), cfg.image_bucket_size)
+        rows = code[:, None, None, None]
+        return [torch.where(rows, t.weight[img_bucket].permute(2, 0, 1)[None], b)
+                for t, b in zip(self.image_rel_pos_table_list, text)]
+
+    def _embed(self, tokens: torch.Tensor, positions: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed_tokens(tokens)
+        if code is None:
+            return self.dropout(self.layernorm_embedding(x + self.embed_positions.weight[positions]))
+        rows = code[:, None, None]
+        x = x + torch.where(rows, self.embed_image_positions.weight[self._code_ids(positions)],
+                            self.embed_positions.weight[positions])
+        if bool(code.all()):
+            return self.dropout(self.code_layernorm_embedding(x))
+        return self.dropout(torch.where(rows, self.code_layernorm_embedding(x), self.layernorm_embedding(x)))
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         return self.output_projection(self.layer_norm(x))
 
     # ---- teacher forcing ---------------------------------------------------------------------
     def forward(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput,
-                features_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V) for every position of ``prev_output_tokens`` (B, T)."""
+                features_only: bool = False, code_masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) for every position of ``prev_output_tokens`` (B, T); ``code_masks`` (B,)
+        flags the rows whose target is image codes."""
         cfg = self.cfg
         bsz, tgt_len = prev_output_tokens.shape
         device = prev_output_tokens.device
+        code = self._code_rows(code_masks, bsz)
         positions = torch.arange(tgt_len, device=device)
-        x = self._embed(prev_output_tokens, positions)
+        x = self._embed(prev_output_tokens, positions, code)
         enc_pad_bias = key_padding_bias(enc.padding_mask, x.dtype)
-        self_abs, cross_bias = self._position_biases(positions, self.cross_pos_keys(enc), enc_pad_bias)
+        self_abs, cross_bias = self._position_biases(positions, self.cross_pos_keys(enc), enc_pad_bias, code, code)
         causal = torch.full((tgt_len, tgt_len), float("-inf"), device=device, dtype=self_abs.dtype).triu_(1)
         pad = prev_output_tokens.eq(cfg.pad)
         self_mask = causal[None, None] + (key_padding_bias(pad, self_abs.dtype) if pad.any() else 0.0)
-        bucket = token_rel_bucket(positions, positions, cfg.token_bucket_size, cfg.max_target_positions)
+        rel = self._rel_biases(positions, positions, code)
         for i, layer in enumerate(self.layers):
-            self_bias = self_abs + self.token_rel_pos_table_list[i].weight[bucket].permute(2, 0, 1)[None]
-            self_bias = (self_bias + self_mask).to(x.dtype)
+            self_bias = (self_abs + rel[i] + self_mask).to(x.dtype)
             cross_kv = layer.encoder_attn.project_kv(enc.hidden)
             x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype))
         return self.layer_norm(x) if features_only else self._output(x)
 
     # ---- incremental decoding ------------------------------------------------------------------
-    def init_cache(self, enc: EncoderOutput, group: int = 1, max_len: int | None = None) -> DecoderCache:
+    def init_cache(self, enc: EncoderOutput, group: int = 1, max_len: int | None = None,
+                   code_masks: torch.Tensor | None = None) -> DecoderCache:
+        """``code_masks`` (B,): the inputs whose decoder rows produce image codes."""
         cross_kv = [layer.encoder_attn.project_kv(enc.hidden) for layer in self.layers]
-        return DecoderCache(enc, cross_kv, self.cross_pos_keys(enc), group, max_len)
+        code = self._code_rows(code_masks, enc.batch_size)
+        return DecoderCache(enc, cross_kv, self.cross_pos_keys(enc), group, max_len, code)
 
     def step(self, tokens: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
         """Feed the last column of ``tokens`` (N, t+1) at position t; return logits (N, V)."""
-        cfg = self.cfg
         t = tokens.shape[1] - 1
         if t != cache.step:
             raise ValueError(f"decoder cache is at step {cache.step} but got a prefix of length {t + 1}")
         device = tokens.device
         pos = torch.tensor([t], device=device)
-        x = self._embed(tokens[:, -1:], pos)
-        self_abs, cross_bias = self._position_biases(pos, cache.cross_pos_k, cache.enc_pad_bias)
-        bucket = token_rel_bucket(pos, torch.arange(t + 1, device=device), cfg.token_bucket_size,
-                                  cfg.max_target_positions)
+        inputs_code = cache.code_masks
+        code = None if inputs_code is None else inputs_code.repeat_interleave(cache.group)
+        x = self._embed(tokens[:, -1:], pos, code)
+        self_abs, cross_bias = self._position_biases(pos, cache.cross_pos_k, cache.enc_pad_bias, code, inputs_code)
+        rel = self._rel_biases(pos, torch.arange(t + 1, device=device), code)
         cross_bias = cross_bias.to(x.dtype)
         for i, layer in enumerate(self.layers):
-            self_bias = (self_abs + self.token_rel_pos_table_list[i].weight[bucket].permute(2, 0, 1)[None]).to(x.dtype)
+            self_bias = (self_abs + rel[i]).to(x.dtype)
             x = layer(x, self_bias, cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
         cache.step += 1
         return self._output(x)[:, -1]

@@ -66,13 +66,17 @@ class OFAModel(nn.Module):
             enc = EncoderOutput(enc.hidden.to(self.dtype), enc.padding_mask, enc.pos_embed.to(self.dtype))
         return enc
 
-    def decode(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
-        """Teacher-forced logits (B, T, V) for ``prev_output_tokens`` (B, T) (bos first)."""
-        return self.decoder(prev_output_tokens, enc)
+    def decode(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput,
+               code_masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) for ``prev_output_tokens`` (B, T) (bos first);
+        ``code_masks`` (B,) bool flags the rows whose target is image codes."""
+        return self.decoder(prev_output_tokens, enc, code_masks=code_masks)
 
-    def init_cache(self, enc: EncoderOutput, beam_size: int = 1, max_len: int | None = None) -> DecoderCache:
-        """Cache for ``enc.batch_size * beam_size`` decoder rows; row r decodes input r // beam_size."""
-        return self.decoder.init_cache(enc, beam_size, max_len)
+    def init_cache(self, enc: EncoderOutput, beam_size: int = 1, max_len: int | None = None,
+                   code_masks: torch.Tensor | None = None) -> DecoderCache:
+        """Cache for ``enc.batch_size * beam_size`` decoder rows; row r decodes input r // beam_size.
+        ``code_masks`` (B,): the inputs whose rows decode image codes."""
+        return self.decoder.init_cache(enc, beam_size, max_len, code_masks)
 
     def decode_step(self, tokens: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
         """Next-token logits (N, V) in float32 given the whole prefix ``tokens`` (N, t+1)."""
@@ -80,12 +84,13 @@ class OFAModel(nn.Module):
 
     def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None,
                 patch_images: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None,
-                prev_output_tokens: torch.Tensor | None = None) -> torch.Tensor:
+                prev_output_tokens: torch.Tensor | None = None,
+                code_masks: torch.Tensor | None = None) -> torch.Tensor:
         """The original's batch fields in, batch-first logits (B, T, V) out."""
         if prev_output_tokens is None:
             raise TypeError("prev_output_tokens is required")
         enc = self.encode(src_tokens, src_lengths, patch_images, patch_masks)
-        return self.decode(prev_output_tokens, enc)
+        return self.decode(prev_output_tokens, enc, code_masks)
 
 
 def build_model(config: OFAConfig) -> OFAModel:

@@ -55,3 +55,40 @@ def image_rel_bucket(h: int, w: int, bucket_size: int, device: torch.device | No
 
 def image_rel_table_rows(bucket_size: int) -> int:
     return (2 * bucket_size - 1) ** 2 + 3
+
+
+# ---- image codes as decoder targets ----------------------------------------------------------------
+# Beyond the code grid (bos + grid) every position gets this image position id, as in the original
+# (a fixed tail: only padding of a code row sits there, since a code target is exactly one grid).
+CODE_TAIL_POSITION = 1024
+
+
+def code_position_ids(positions: torch.Tensor, code_image_size: int, bucket_size: int) -> torch.Tensor:
+    """Image position ids of decoder positions ``positions`` (T,) when the target is image codes.
+
+    Position 0 (bos) gets id 0; positions 1..w*w walk the ``w x w`` code grid (``w =
+    code_image_size // 8``) row-major on the ``bucket_size``-wide table (id ``r * bucket_size + c
+    + 1``); later positions get :data:`CODE_TAIL_POSITION` (or the table's last id when the table
+    is smaller than that)."""
+    w = code_image_size // 8
+    k = positions - 1
+    grid = torch.div(k, w, rounding_mode="floor") * bucket_size + k.remainder(w) + 1
+    tail = min(CODE_TAIL_POSITION, bucket_size * bucket_size)
+    ids = torch.where(positions > w * w, torch.full_like(positions, tail), grid)
+    return torch.where(positions == 0, torch.zeros_like(positions), ids)
+
+
+def image_rel_bucket_of_ids(q_ids: torch.Tensor, k_ids: torch.Tensor, bucket_size: int) -> torch.Tensor:
+    """Image relative-position table rows between image position ids ``q_ids`` (Q,) and ``k_ids``
+    (K,) -> (Q, K). Id ``p >= 1`` is the cell ``divmod(p - 1, bucket_size)``; id 0 (no cell) uses
+    the table's three extra rows: query 0 -> ``rows - 3``, key 0 -> ``rows - 2``, both -> ``rows - 1``."""
+    rows = image_rel_table_rows(bucket_size)
+    qr, qc = torch.div(q_ids - 1, bucket_size, rounding_mode="floor"), (q_ids - 1).remainder(bucket_size)
+    kr, kc = torch.div(k_ids - 1, bucket_size, rounding_mode="floor"), (k_ids - 1).remainder(bucket_size)
+    dr = qr[:, None] - kr[None, :] + bucket_size - 1
+    dc = qc[:, None] - kc[None, :] + bucket_size - 1
+    out = dr * (2 * bucket_size - 1) + dc
+    q0, k0 = (q_ids == 0)[:, None], (k_ids == 0)[None, :]
+    out = torch.where(q0, rows - 3, out)
+    out = torch.where(k0, rows - 2, out)
+    return torch.where(q0 & k0, rows - 1, out)
