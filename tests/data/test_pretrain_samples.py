@@ -97,9 +97,9 @@ def test_questions_and_negative_answers(tmp_path, tok, negatives):
 
 
 def test_grounding_and_grounded_captioning(tmp_path, tok):
-    ds = build_dataset("pretrain_vl", vl_file(tmp_path), patch_image_size=64)
+    ds = build_dataset("pretrain_vl", vl_file(tmp_path), patch_image_size=64, train_augment=False)
     box, region = ds[2]
-    # the 640x480 image resized to 64x64; the box scaled with it and quantised over max_image_size 512
+    # without the random augmentation: the 640x480 image resized to 64x64; the box scaled with it and quantised over max_image_size 512
     scaled = [10 * 64 / 640, 20 * 64 / 480, 300 * 64 / 640, 400 * 64 / 480]
     bins = [int(i) for i in box_to_ids(scaled, vocab_size=len(tok), num_bins=1000, max_image_size=512)]
     assert ids(box["target"]) == bins + [EOS]
@@ -223,7 +223,7 @@ def test_detection(tmp_path, tok):
         [9, b64("b_640x480_rgb"), "10,20,300,400,1,dog&&320,0,640,240,2,traffic light&&700,10,800,20,3,cat"],
         [10, b64("b_640x480_rgb"), "300,20,10,400,1,dog"],
     ])
-    ds = build_dataset("pretrain_detection", f, on_error="skip")
+    ds = build_dataset("pretrain_detection", f, on_error="skip", train_augment=False)
     s = ds[0]
     assert s["patch_image"].shape == (3, 256, 256) and s["conf"] == 2.0
     want = []

@@ -8,8 +8,30 @@ Normalize (ImageNet statistics) -> timm ``RandomErasing(0.25, mode='pixel', coun
 Reproduced here with PIL + torch: the random resized crop, the flip, OFA's ``RandomAugment``
 (same ops, magnitudes, probabilities and fill value; the geometric ops use PIL's bilinear
 affine warp where the original uses OpenCV's, so pixels differ slightly at edges) and the
-random erasing. Not reproduced: timm's ``RandAugment`` policy. All randomness comes from
-torch's global generator, which DataLoader seeds per worker.
+random erasing. Not reproduced: timm's ``RandAugment`` policy.
+
+Pretraining (the original's ``UnifyDataset``, training split), also here:
+
+* image-text pairs (caption, qa): ``RandomResize(scales, max_size=672)`` (short side to a random
+  scale of ``patch_image_size .. 480``, both sides clamped to 672) -> centre crop to
+  ``patch_image_size`` -> ``RandomAugment(2, 7)`` -> ToTensor -> Normalize
+  (:class:`PretrainPairTransform`);
+* visual grounding: the same random resize with the box -> a crop of ``patch_image_size``
+  centred on the box as far as the image allows (:func:`object_center_crop`; the box is clamped
+  to the crop, never dropped);
+* detection: horizontal flip (probability 0.5) -> large-scale jitter (:func:`large_scale_jitter`:
+  scale the image so that its *short* side is a random 1..1.5 times the output size, then a random
+  output-size crop); boxes follow, and boxes left with no area are dropped with their labels;
+* image infilling: none (the original reads the image as it is).
+
+Boxes are ``(N, 4)`` float32 tensors ``x1, y1, x2, y2`` in pixels, transformed with the
+original's float32 arithmetic. As in the original, the object-centred crop moves the box by the
+exact (fractional) offset while the image is cropped at the offset rounded to whole pixels, so
+the two can disagree by up to half a pixel.
+
+All randomness comes from torch's global generator, which DataLoader seeds per worker and the
+trainer per example (``seeded_examples``), so an example's augmentation depends only on the
+run's seed, the epoch and the example's index.
 """
 
 from __future__ import annotations
@@ -20,9 +42,12 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from openofa.vision.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor_normalized
+from openofa.vision.transforms import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD, refcoco_output_size, \
+    to_tensor_normalized
 
-__all__ = ["random_resized_crop", "random_hflip", "RandomAugment", "random_erasing", "ClassifyTrainTransform"]
+__all__ = ["random_resized_crop", "random_hflip", "RandomAugment", "random_erasing", "ClassifyTrainTransform",
+           "pretrain_scales", "random_resize", "center_crop", "object_center_crop", "hflip_boxes",
+           "large_scale_jitter", "crop_boxes", "PretrainPairTransform", "PRETRAIN_MAX_SIZE"]
 
 
 def _uniform(lo: float, hi: float) -> float:
@@ -168,3 +193,105 @@ class ClassifyTrainTransform:
             img = self.augment(img)
         t = to_tensor_normalized(img, self.mean, self.std)
         return random_erasing(t, self.erase_prob) if self.erase_prob > 0 else t
+
+
+# ---- pretraining --------------------------------------------------------------------------------------
+PRETRAIN_MAX_SIZE = 672  # RandomResize's max_size for image-text pairs and grounding
+_PRETRAIN_MAX_SCALE = 480  # the random short side goes up to this
+
+
+def pretrain_scales(size: int) -> list[int]:
+    """The original's ``arange(patch_image_size, 481)`` (just ``[size]`` beyond 480)."""
+    return list(range(size, max(size, _PRETRAIN_MAX_SCALE) + 1))
+
+
+def _resized(img: Image.Image, width: int, height: int) -> Image.Image:
+    return img if img.size == (width, height) else img.resize((width, height), Image.Resampling.BICUBIC)
+
+
+def _boxes(boxes) -> torch.Tensor:
+    return torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+
+
+def random_resize(img: Image.Image, boxes=None, scales: Sequence[int] = (384,),
+                  max_size: int | None = PRETRAIN_MAX_SIZE) -> tuple[Image.Image, torch.Tensor | None]:
+    """Short side to a random entry of ``scales`` (aspect ratio kept, both sides clamped to
+    ``max_size``), bicubic; boxes scaled by the same ratios."""
+    size = int(scales[_randint(0, len(scales) - 1)])
+    w, h = img.size
+    ow, oh = refcoco_output_size(w, h, size, max_size)
+    out = _resized(img, ow, oh)
+    if boxes is not None:
+        rw, rh = float(ow) / float(w), float(oh) / float(h)
+        boxes = _boxes(boxes) * torch.as_tensor([rw, rh, rw, rh])
+    return out, boxes
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    """torchvision's ``CenterCrop(size)`` (offsets rounded; black fill where the image is smaller)."""
+    w, h = img.size
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def crop_boxes(boxes: torch.Tensor, left: float, top: float, width: int, height: int) -> torch.Tensor:
+    """Boxes in the coordinates of the crop ``(left, top, width, height)``, clamped to it."""
+    out = _boxes(boxes) - torch.as_tensor([left, top, left, top])
+    out = torch.min(out.reshape(-1, 2, 2), torch.as_tensor([width, height], dtype=torch.float32))
+    return out.clamp(min=0).reshape(-1, 4)
+
+
+def object_center_crop(img: Image.Image, boxes, size: int) -> tuple[Image.Image, torch.Tensor]:
+    """A ``size`` square centred on the first box, shifted to stay inside the image where it
+    can; the boxes move with it and are clamped to the crop."""
+    boxes = _boxes(boxes)
+    w, h = img.size
+    x0, y0, x1, y1 = (float(v) for v in boxes[0])
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = max(cx - size / 2 + min(w - cx - size / 2, 0), 0)
+    top = max(cy - size / 2 + min(h - cy - size / 2, 0), 0)
+    out = img.crop((left, top, left + size, top + size))  # PIL rounds the corners to whole pixels
+    return out, crop_boxes(boxes, left, top, size, size)
+
+
+def hflip_boxes(boxes, width: int) -> torch.Tensor:
+    b = _boxes(boxes)
+    return b[:, [2, 1, 0, 3]] * torch.as_tensor([-1, 1, -1, 1]) + torch.as_tensor([width, 0, width, 0])
+
+
+def large_scale_jitter(img: Image.Image, boxes, output_size: int, scale_min: float = 1.0,
+                       scale_max: float = 1.5) -> tuple[Image.Image, torch.Tensor, torch.Tensor]:
+    """The original's ``LargeScaleJitter`` (scales >= 1 only): resize so that the short side is
+    ``output_size`` times a random factor in ``[scale_min, scale_max)``, then crop an
+    ``output_size`` square at a random offset. Returns the image, the boxes in it and a bool
+    mask of the boxes kept (those with some area left)."""
+    if scale_min < 1.0:
+        raise ValueError("large_scale_jitter: scales below 1 (padding) are not supported")
+    w, h = img.size
+    hw = torch.tensor([h, w])
+    factor = torch.rand(1) * (scale_max - scale_min) + scale_min
+    target = (factor * torch.tensor([output_size])).round()
+    scale = torch.maximum(target / hw[0], target / hw[1])
+    sh, sw = (hw * scale).round().int().tolist()
+    out = _resized(img, sw, sh)
+    ratio_h, ratio_w = (torch.tensor([sh, sw]) / hw).tolist()
+    b = _boxes(boxes) * torch.as_tensor([ratio_w, ratio_h, ratio_w, ratio_h], dtype=torch.float32)
+    top, left = ((torch.tensor([sh, sw]) - output_size) * torch.rand(2)).floor().int().tolist()
+    out = out.crop((left, top, left + output_size, top + output_size))
+    b = crop_boxes(b, left, top, output_size, output_size)
+    keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return out, b[keep], keep
+
+
+class PretrainPairTransform:
+    """The image transform of the original's pretraining image-text pairs (see the module doc)."""
+
+    def __init__(self, size: int, mean=OFA_MEAN, std=OFA_STD, max_size: int = PRETRAIN_MAX_SIZE):
+        self.size, self.mean, self.std, self.max_size = size, tuple(mean), tuple(std), max_size
+        self.scales = pretrain_scales(size)
+        self.augment = RandomAugment(2, 7)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img, _ = random_resize(img.convert("RGB"), None, self.scales, self.max_size)
+        img = self.augment(center_crop(img, self.size))
+        return to_tensor_normalized(img, self.mean, self.std)

@@ -420,7 +420,8 @@ def build_dataset(task: str, path: str | Path, *, split: str = "train", tokenize
     Task options (``**options``): ``prompt_type`` (vqa, entail, GLUE: ``none`` | ``src`` |
     ``prev_output``), ``add_object`` / ``max_object_length`` (vqa), ``add_caption``
     (entail), ``imagenet_default_mean_and_std``, ``scst`` (caption), ``noise_ratio``
-    (summarize), ``num_bins`` / ``max_image_size`` (ground), ``train_augment`` (classify),
+    (summarize), ``num_bins`` / ``max_image_size`` (ground), ``train_augment`` (classify and the
+    pretraining files: random augmentation in the training split, default on),
     ``image_transform`` (a callable PIL image -> tensor replacing the task's transform; not
     for grounding, whose box follows the resize), ``ans2label_file`` / ``ans2label_dict``
     (vqa, entail, classify, GLUE: a closed candidate answer list, see

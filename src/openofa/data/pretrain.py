@@ -34,11 +34,17 @@ row's ground-truth objects by a random other object (probability 0.4, when the r
 or is a random caption; a negative answer is a random answer of the answer's type (of ``other``
 when the answer has no type or is not confident), or for ``how many`` numbers one more or less.
 
-Where this differs from the original: images are resized to ``patch_image_size`` (grounding:
-the box with them) instead of the original's random resize, centre crop and RandAugment,
-detection's random flip and large-scale jitter are not applied, and an image-infilling image
-that is not ``patch_image_size`` square is resized to it (the codes describe its centre half
-either way). Randomness (masks, negatives) comes from Python's and torch's global generators,
+Images: in training (``train_augment``, on by default in the training split) the original's
+random augmentation (:mod:`openofa.data.augment`): image-text pairs get a random resize, a centre
+crop and ``RandomAugment``; grounding rows a random resize and a crop centred on the box;
+detection rows a random horizontal flip and large-scale jitter (a crop may drop boxes, or all of
+them: the target is then eos alone, as in the original). Otherwise (evaluation splits,
+``train_augment: false``) images are resized to ``patch_image_size`` square, boxes with them.
+Where this differs from the original: every file's images come out at ``patch_image_size``
+(the original's detection and image-infilling images are always 256), the original's
+evaluation split augments pairs too, and an image-infilling image that is not
+``patch_image_size`` square is resized to it (the codes describe its centre half either way).
+Randomness (masks, negatives, augmentation) comes from Python's and torch's global generators,
 which the trainer seeds per example, so runs and resumes repeat exactly.
 """
 
@@ -261,8 +267,16 @@ def _variant(b: "SampleBuilder", sample: dict, src: list[int], tgt: list[int]) -
 
 
 def _grounding(b: "SampleBuilder", r: Record) -> tuple[torch.Tensor, list[int]]:
-    out, ids = b.box_image(r)
-    return out.patch_image, ids
+    if not b.augment:
+        out, ids = b.box_image(r)
+        return out.patch_image, ids
+    from openofa.data.augment import PRETRAIN_MAX_SIZE, object_center_crop, pretrain_scales, random_resize
+    from openofa.vision.transforms import to_tensor_normalized
+
+    s = b.patch_image_size
+    img, boxes = random_resize(b.load_boxed_image(r), [r.box], pretrain_scales(s), PRETRAIN_MAX_SIZE)
+    img, boxes = object_center_crop(img, boxes, s)
+    return to_tensor_normalized(img, b.mean, b.std), b.box_ids(r, boxes[0])
 
 
 def vision_language(b: "SampleBuilder", r: Record, negatives: NegativeSamples | None) -> list[dict[str, Any]]:
@@ -343,31 +357,50 @@ def image_infilling(b: "SampleBuilder", r: Record) -> dict[str, Any]:
 
 
 def detection(b: "SampleBuilder", r: Record) -> dict[str, Any]:
-    from openofa.text.locations import box_to_ids
     from openofa.vision.transforms import to_tensor_normalized
 
     img = b.load_image(r)
     w, h = img.size
     s = b.patch_image_size
-    image = to_tensor_normalized(img.resize((s, s), _bicubic()) if img.size != (s, s) else img, b.mean, b.std)
-    tgt: list[int] = []
+    boxes, names = [], []
     for (x1, y1, x2, y2), name in zip(r.extra.get("boxes") or [], r.objects or []):
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or not (x1 < x2 and y1 < y2):
             raise BadRow(f"{r.where}: detection box {[x1, y1, x2, y2]} is empty, inverted or not finite", "box")
-        box = [min(max(x1 * s / w, 0.0), s), min(max(y1 * s / h, 0.0), s),
-               min(max(x2 * s / w, 0.0), s), min(max(y2 * s / h, 0.0), s)]
-        if not (box[0] < box[2] and box[1] < box[3]):
-            continue  # outside the image: nothing of it left, as the original's crop drops it
-        try:
-            tgt += [int(i) for i in box_to_ids(box, vocab_size=len(b.tok), num_bins=b.num_bins,
-                                               max_image_size=b.max_image_size)]
-        except OFAError as e:
-            raise BadRow(f"{r.where}: {e}", "box") from None
-        tgt += b.encode(" " + name)
-    if not tgt:
-        raise BadRow(f"{r.where}: no detection box inside the image", "box")
+        boxes.append([x1, y1, x2, y2])
+        names.append(name)
+    if b.augment:
+        from openofa.data.augment import hflip_boxes, large_scale_jitter
+
+        t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        if float(torch.rand(())) < 0.5:
+            img, t = img.transpose(_flip()), hflip_boxes(t, w)
+        img, t, keep = large_scale_jitter(img, t, s)
+        names = [n for n, k in zip(names, keep.tolist()) if k]
+        kept = t.tolist()  # a crop may leave no box: the target is then eos alone, as in the original
+    else:
+        img = img.resize((s, s), _bicubic()) if img.size != (s, s) else img
+        kept, kept_names = [], []
+        for (x1, y1, x2, y2), name in zip(boxes, names):
+            box = [min(max(x1 * s / w, 0.0), s), min(max(y1 * s / h, 0.0), s),
+                   min(max(x2 * s / w, 0.0), s), min(max(y2 * s / h, 0.0), s)]
+            if box[0] < box[2] and box[1] < box[3]:  # else outside the image: nothing of it left
+                kept.append(box)
+                kept_names.append(name)
+        names = kept_names
+        if not kept:
+            raise BadRow(f"{r.where}: no detection box inside the image", "box")
+    image = to_tensor_normalized(img, b.mean, b.std)
+    tgt: list[int] = []
+    for box, name in zip(kept, names):
+        tgt += b.box_ids(r, box) + b.encode(" " + name)
     src = [b.bos] + b.encode(PRETRAIN_PROMPTS["detection"]) + [b.eos]
     return b._sample(r, src, tgt, image, conf=2.0)
+
+
+def _flip():
+    from PIL import Image
+
+    return Image.Transpose.FLIP_LEFT_RIGHT
 
 
 def _bicubic():

@@ -130,10 +130,17 @@ class SampleBuilder:
         self.num_bins = int(num_bins or s.get("num_bins", tokenizer.num_bins))
         self.max_image_size = int(max_image_size or s.get("max_image_size", 512))
         self.image_transform = image_transform
-        if image_transform is None and self.task == "classify" and self.train and train_augment:
+        # random training-time augmentation of the tasks whose original training has it
+        # (classification; the pretraining files); never outside the training split
+        self.augment = self.train and bool(train_augment)
+        if image_transform is None and self.task == "classify" and self.augment:
             from openofa.data.augment import ClassifyTrainTransform
 
             self.image_transform = ClassifyTrainTransform(self.patch_image_size, self.mean, self.std)
+        if image_transform is None and self.task == "pretrain_vl" and self.augment:
+            from openofa.data.augment import PretrainPairTransform
+
+            self.image_transform = PretrainPairTransform(self.patch_image_size, self.mean, self.std)
         self.zh = tokenizer.language == "zh"
         self.bos, self.eos, self.pad = tokenizer.bos, tokenizer.eos, tokenizer.pad
         # pretraining: negatives for image-text matching, text infilling
@@ -269,26 +276,37 @@ class SampleBuilder:
         sample.update(self._with_prompt(src, tgt))
         return sample
 
-    def box_image(self, r: Record):
-        """The row's image resized as RefCOCO does, and its box as four location-token ids:
-        ``(refcoco_transform output, ids)``. A box outside the image is a bad row."""
-        from openofa.text.locations import box_to_ids
+    def load_boxed_image(self, r: Record):
+        """The row's image, after checking that its box lies inside it (else a bad row)."""
         from openofa.vision.boxes import validate_box
-        from openofa.vision.transforms import refcoco_transform
 
         img = self.load_image(r)
         try:
             validate_box(r.box, img.size[0], img.size[1], name=r.where)
         except OFAError as e:
             raise BadRow(str(e), "box") from None
-        size = self.patch_image_size
-        out = refcoco_transform(img, r.box, size=size, max_size=size, mean=self.mean, std=self.std)
+        return img
+
+    def box_ids(self, r: Record, box) -> list[int]:
+        """Four location-token ids of ``box`` (pixels of the transformed image)."""
+        from openofa.text.locations import box_to_ids
+
         try:
-            ids = box_to_ids(out.box, vocab_size=len(self.tok), num_bins=self.num_bins,
+            ids = box_to_ids(box, vocab_size=len(self.tok), num_bins=self.num_bins,
                              max_image_size=self.max_image_size)
         except OFAError as e:
             raise BadRow(f"{r.where}: {e}", "box") from None
-        return out, [int(i) for i in ids]
+        return [int(i) for i in ids]
+
+    def box_image(self, r: Record):
+        """The row's image resized as RefCOCO does, and its box as four location-token ids:
+        ``(refcoco_transform output, ids)``. A box outside the image is a bad row."""
+        from openofa.vision.transforms import refcoco_transform
+
+        img = self.load_boxed_image(r)
+        size = self.patch_image_size
+        out = refcoco_transform(img, r.box, size=size, max_size=size, mean=self.mean, std=self.std)
+        return out, self.box_ids(r, out.box)
 
     def _ground(self, r: Record) -> dict[str, Any]:
         out, tgt = self.box_image(r)
