@@ -61,7 +61,9 @@ def test_pretraining_mixture_trains(tmp_path):
     }
     # the pretraining files need image codes and 1000 bins: the mini size with the full vocabulary
     full_vocab = {"text_vocab": None, "num_bins": 1000, "code_dict_size": 8192, "vocab_size": 59457}
+    # with the pretraining recipes' kind of ratios (one row of each other file per 3 pair rows here)
     cfg = TrainConfig(task="mixture", model="mini", mixture={t: str(p) for t, p in files.items()},
+                      mixture_ratio={"pretrain_text": 0.3, "pretrain_image": 0.3, "pretrain_detection": 0.3},
                       model_config={"encoder_layers": 1, "decoder_layers": 1, **full_vocab},
                       data={"patch_image_size": 64},
                       batch_size=3, max_update=2, lr=1e-4, label_smoothing=0.0, run_dir=str(tmp_path / "run"),
@@ -75,3 +77,25 @@ def test_pretraining_mixture_trains(tmp_path):
     assert sorted(batch["conf"].tolist()) == [1.0] * 4 + [2.0] * 3
     summary = run(cfg)
     assert summary["num_updates"] == 2 and summary["last"]["loss"] > 0
+
+
+def test_mixture_ratio_reads_a_share_of_a_file_per_epoch(tmp_path):
+    """The first file sets the epoch; a ratio'd file gives round(ratio x its rows) examples per epoch
+    and goes on through its rows from one epoch to the next."""
+    files = write_dataset(tmp_path, n=8, seed=2000)
+    mixture = {"caption": str(files["caption"]), "vqa": str(files["vqa"])}
+    data = {"patch_image_size": 64, "max_src_length": 40, "max_tgt_length": 40, "vqa": {"prompt_type": "none"}}
+    cfg = TrainConfig(task="mixture", model="mini", mixture=mixture, mixture_ratio={"vqa": 0.25}, data=data)
+    train, _ = build_datasets(cfg, get_config("mini"))
+    full, _ = build_datasets(TrainConfig(task="mixture", model="mini", mixture=mixture, data=data), get_config("mini"))
+    n_cap = sum(1 for _ in open(files["caption"]))
+    n_vqa = sum(1 for _ in open(files["vqa"]))
+    share = round(0.25 * n_cap)
+    assert len(train) == n_cap + share
+    seen = []
+    for epoch in (1, 2, 3):
+        train.set_epoch(epoch)
+        seen += [train[n_cap + j]["where"] for j in range(share)]
+    assert seen == [full[n_cap + (k % n_vqa)]["where"] for k in range(3 * share)]
+    train.set_epoch(1)
+    assert train[n_cap]["where"] == full[n_cap]["where"] and train[0]["where"] == full[0]["where"]

@@ -72,6 +72,39 @@ def test_values_of_some_original_scripts():
     assert (m.fp16_init_scale, m.label_smoothing, m.data["prompt_type"]) == (16, 0.0, "src")
 
 
+
+@pytest.mark.parametrize("size", ["tiny", "base", "large"])
+def test_pretraining_recipes_have_the_original_script_values(size):
+    c = load_recipe(RECIPES / f"pretrain_{size}.yaml")
+    assert (c.task, c.model, c.init_from) == ("mixture", size, f"checkpoints/ofa_{size}.pt")
+    assert list(c.mixture) == ["pretrain_vl", "pretrain_text", "pretrain_image", "pretrain_detection"]
+    assert c.mixture_ratio == {"pretrain_text": 0.25, "pretrain_image": 0.125, "pretrain_detection": 0.125}
+    assert (c.lr, c.end_lr, c.warmup_ratio, c.max_epoch, c.max_update, c.update_freq) == (1e-4, 0.0, 0.01, 50, 0, 1)
+    assert (c.weight_decay, c.adam_betas, c.adam_eps, c.clip_norm, c.label_smoothing) == \
+        (0.01, [0.9, 0.999], 1e-8, 5.0, 0.0)
+    assert (c.precision, c.fp16_scale_window, c.save_every_updates, c.validate_every_epochs) == ("fp16", 128, 6000, 0)
+    assert c.model_config == {"dropout": 0.1, "attention_dropout": 0.0, "encoder_drop_path_rate": 0.1,
+                              "decoder_drop_path_rate": 0.1, "resnet_drop_path_rate": 0.0}
+    d = c.data
+    assert (d["patch_image_size"], d["max_src_length"], d["max_tgt_length"], d["num_bins"], d["max_image_size"]) == \
+        (384, 80, 30, 1000, 512)
+    assert d["train_augment"] is True and d["pretrain_vl"]["neg_sample_dir"].endswith("negative_sample")
+
+
+def test_mixture_ratio_is_checked(tmp_path):
+    base = {"task": "mixture", "max_epoch": 1, "mixture": {"pretrain_vl": "a.tsv", "pretrain_text": "b.tsv"}}
+    assert config_from_mapping({**base, "mixture_ratio": {"pretrain_text": 0.5}}).mixture_ratio == {"pretrain_text": 0.5}
+    for ratio, message in (({"pretrain_image": 0.5}, "mixture_ratio.pretrain_image: not a task of mixture"),
+                           ({"pretrain_vl": 0.5}, "mixture_ratio.pretrain_vl: the first mixture file"),
+                           ({"pretrain_text": 0}, "mixture_ratio.pretrain_text: must be a number > 0")):
+        with pytest.raises(OFAError, match=message):
+            config_from_mapping({**base, "mixture_ratio": ratio})
+    with pytest.raises(OFAError, match="mixture_ratio: applies to task: mixture"):
+        config_from_mapping({"task": "caption", "max_epoch": 1, "mixture_ratio": {"x": 1}})
+    cfg = load_recipe(RECIPES / "pretrain_base.yaml", ["mixture_ratio.pretrain_text=0.5",
+                                                       f"mixture.pretrain_vl={tmp_path}/vl.tsv"])
+    assert cfg.mixture_ratio["pretrain_text"] == 0.5 and cfg.mixture["pretrain_vl"].endswith("vl.tsv")
+
 @pytest.mark.parametrize("path", [p for p in ALL if not p.stem.startswith("synthetic")], ids=lambda p: p.stem)
 def test_recipes_fit_the_data_layer_and_generator(path):
     cfg = load_recipe(path)

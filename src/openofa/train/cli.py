@@ -147,7 +147,39 @@ def _mixture_datasets(cfg, build_dataset, model_config) -> tuple[Any, Any]:
     shared["shard"] = None
     parts = [build_dataset(task, path, split="train", **{**shared, **dict(cfg.data.get(task) or {})})
              for task, path in cfg.mixture.items()]
+    ratios = getattr(cfg, "mixture_ratio", None) or {}
+    if ratios:
+        main = len(parts[0])
+        parts = [_Cycled(part, max(1, round(float(ratios[task]) * main))) if task in ratios else part
+                 for task, part in zip(cfg.mixture, parts)]
     return _Mixture(parts), None
+
+
+class _Cycled:
+    """``n`` examples of ``dataset`` per epoch, continuing through it from epoch to epoch (epoch
+    ``e`` reads rows ``(e - 1) * n ..`` modulo its length), so a small share of a large file is
+    seen piece by piece. Which row an index reads depends only on the epoch."""
+
+    def __init__(self, dataset, n: int) -> None:
+        self.dataset, self.n, self.epoch = dataset, int(n), 1
+        self.task = getattr(dataset, "task", None)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        size = len(self.dataset)
+        if size == 0:
+            raise IndexError("empty dataset")
+        return self.dataset[((max(self.epoch, 1) - 1) * self.n + i) % size]
+
+    def collater(self, samples):
+        return self.dataset.collater(samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
 
 class _Concat:

@@ -48,6 +48,10 @@ class TrainConfig:
     # task: mixture -> {task: train file} (multi-task training, e.g. the project's own model);
     # data options per task under data[task], shared ones at the top of data
     mixture: dict = field(default_factory=dict)
+    # {task: ratio}: that task gives round(ratio x rows of the first mixture file) examples per epoch,
+    # read on through its file from epoch to epoch (the original pretraining's 1 text pair, 1 image
+    # and 1 detection row per 8 image-text rows); tasks not named here give all their rows
+    mixture_ratio: dict = field(default_factory=dict)
     valid_data: str | list[str] | None = None
     data: dict = field(default_factory=dict)  # options for openofa.data.build_dataset
     num_workers: int = 0
@@ -176,6 +180,17 @@ class TrainConfig:
                                              f"{', '.join(SCST_KEYS)}){_suggest(key, known_scst)}")
             if self.criterion != "scst":
                 raise bad("scst", "options for criterion scst, but the criterion is " + self.criterion)
+        if self.mixture_ratio:
+            if self.task != "mixture":
+                raise bad("mixture_ratio", "applies to task: mixture")
+            first = next(iter(self.mixture), None)
+            for key, ratio in self.mixture_ratio.items():
+                if key not in self.mixture:
+                    raise bad(f"mixture_ratio.{key}", "not a task of mixture")
+                if key == first:
+                    raise bad(f"mixture_ratio.{key}", "the first mixture file sets the epoch; it takes all its rows")
+                if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+                    raise bad(f"mixture_ratio.{key}", f"must be a number > 0, got {ratio!r}")
         if self.constraint_range is not None:
             from openofa.train.loss import parse_constraint_range
 
@@ -270,7 +285,7 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return data
 
 
-_MAPPING_FIELDS = {"model_config", "data", "eval", "scst"}
+_MAPPING_FIELDS = {"model_config", "data", "eval", "scst", "mixture", "mixture_ratio"}
 
 
 def _type_name(tp: Any) -> str:
