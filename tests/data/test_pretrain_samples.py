@@ -99,7 +99,8 @@ def test_questions_and_negative_answers(tmp_path, tok, negatives):
 def test_grounding_and_grounded_captioning(tmp_path, tok):
     ds = build_dataset("pretrain_vl", vl_file(tmp_path), patch_image_size=64, train_augment=False)
     box, region = ds[2]
-    # without the random augmentation: the 640x480 image resized to 64x64; the box scaled with it and quantised over max_image_size 512
+    # without the random augmentation: the 640x480 image resized to 64x64; the box scaled with it
+    # and quantised over max_image_size 512
     scaled = [10 * 64 / 640, 20 * 64 / 480, 300 * 64 / 640, 400 * 64 / 480]
     bins = [int(i) for i in box_to_ids(scaled, vocab_size=len(tok), num_bins=1000, max_image_size=512)]
     assert ids(box["target"]) == bins + [EOS]

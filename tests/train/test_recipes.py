@@ -93,7 +93,8 @@ def test_pretraining_recipes_have_the_original_script_values(size):
 
 def test_mixture_ratio_is_checked(tmp_path):
     base = {"task": "mixture", "max_epoch": 1, "mixture": {"pretrain_vl": "a.tsv", "pretrain_text": "b.tsv"}}
-    assert config_from_mapping({**base, "mixture_ratio": {"pretrain_text": 0.5}}).mixture_ratio == {"pretrain_text": 0.5}
+    ok = config_from_mapping({**base, "mixture_ratio": {"pretrain_text": 0.5}})
+    assert ok.mixture_ratio == {"pretrain_text": 0.5}
     for ratio, message in (({"pretrain_image": 0.5}, "mixture_ratio.pretrain_image: not a task of mixture"),
                            ({"pretrain_vl": 0.5}, "mixture_ratio.pretrain_vl: the first mixture file"),
                            ({"pretrain_text": 0}, "mixture_ratio.pretrain_text: must be a number > 0")):
