@@ -49,3 +49,28 @@ def test_write_dataset_layout(tmp_path):
     ground = [json.loads(line) for line in files["ground"].read_text().splitlines()]
     assert ground and all(len(r["box"]) == 4 for r in ground)
     assert caps[0]["caption"] == make_scene(3).caption()
+
+
+def test_stored_at_input_size_gives_the_pixels_and_boxes_of_the_full_size_file(tmp_path):
+    """``image_size`` shrinks the stored images with the tasks' own resize, so a model reading
+    128x128 inputs gets the same tensor from either file, and the same box up to rounding."""
+    from PIL import Image
+
+    from openofa.vision.transforms import patch_resize_transform, refcoco_transform
+
+    full = write_dataset(tmp_path / "full", n=3, seed=40)
+    small = write_dataset(tmp_path / "small", n=3, seed=40, image_size=128)
+    for task in ("caption", "vqa"):
+        assert full[task].read_text() == small[task].read_text()
+    rows_full = [json.loads(line) for line in full["ground"].read_text().splitlines()]
+    rows_small = [json.loads(line) for line in small["ground"].read_text().splitlines()]
+    assert [r["text"] for r in rows_full] == [r["text"] for r in rows_small]
+    for a, b in zip(rows_full, rows_small):
+        img_a = Image.open(tmp_path / "full" / a["image"])
+        img_b = Image.open(tmp_path / "small" / b["image"])
+        assert img_a.size == (256, 256) and img_b.size == (128, 128)
+        assert patch_resize_transform(img_a, 128).equal(patch_resize_transform(img_b, 128))
+        ra = refcoco_transform(img_a, a["box"], size=128, max_size=128)
+        rb = refcoco_transform(img_b, b["box"], size=128, max_size=128)
+        assert ra.patch_image.equal(rb.patch_image)
+        assert max(abs(x - y) for x, y in zip(ra.box, rb.box)) < 0.01

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--questions", type=int, default=None, help="at most this many questions per scene")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="store images shrunk to this side (boxes scaled), e.g. the model's input size")
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")
@@ -307,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "scenes":
             from openofa.scenes import write_dataset
 
-            files = write_dataset(args.out, n=args.n, seed=args.seed, questions=args.questions)
+            files = write_dataset(args.out, n=args.n, seed=args.seed, questions=args.questions,
+                                  image_size=args.image_size)
             print("\n".join(str(p) for p in files.values()))
             return 0
         if args.command == "eval":

@@ -235,13 +235,18 @@ def text_vocabulary_lines() -> list[str]:
 
 
 def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 256),
-                  questions: int | None = None) -> dict[str, Path]:
+                  questions: int | None = None, image_size: int | None = None) -> dict[str, Path]:
     """Write ``n`` scenes (seeds ``seed .. seed+n-1``) as ``images/*.png`` plus one JSONL per task:
     ``caption.jsonl`` {image, caption}, ``vqa.jsonl`` {image, question, answers},
     ``ground.jsonl`` {image, text, box}. Image paths are relative to ``out_dir``.
 
     ``questions``: at most this many questions per scene, drawn with the scene's seed (training
-    sets use it to keep the task mixture balanced and see more images); None writes them all."""
+    sets use it to keep the task mixture balanced and see more images); None writes them all.
+
+    ``image_size``: store square images of this side instead of ``size`` (scenes are still drawn
+    at ``size``, then shrunk with the bicubic filter of the tasks' resize, boxes scaled with
+    them). A model that reads images at that side then sees exactly the pixels it would get from
+    the full-size file, while the data loader skips decoding and resizing the larger image."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     files = {t: out / f"{t}.jsonl" for t in ("caption", "vqa", "ground")}
@@ -250,7 +255,11 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
         for s in range(seed, seed + n):
             scene = make_scene(s, size)
             name = f"images/scene_{s:07d}.png"
-            scene.image.save(out / name)
+            image, sx, sy = scene.image, 1.0, 1.0
+            if image_size is not None and (image_size, image_size) != image.size:
+                sx, sy = image_size / image.size[0], image_size / image.size[1]
+                image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+            image.save(out / name)
             handles["caption"].write(json.dumps({"id": s, "image": name, "caption": scene.caption()}) + "\n")
             qa = list(enumerate(scene.questions()))
             if questions is not None and len(qa) > questions:
@@ -259,7 +268,9 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
                 rec = {"id": f"{s}-{i}", "image": name, "question": q, "answers": {a: 1.0}}
                 handles["vqa"].write(json.dumps(rec) + "\n")
             for i, (text, box) in enumerate(scene.referring_expressions()):
-                rec = {"id": f"{s}-{i}", "image": name, "text": text, "box": list(box)}
+                if (sx, sy) != (1.0, 1.0):
+                    box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+                rec = {"id": f"{s}-{i}", "image": name, "text": text, "box": [round(v, 2) for v in box]}
                 handles["ground"].write(json.dumps(rec) + "\n")
     finally:
         for fh in handles.values():
