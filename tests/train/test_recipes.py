@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from openofa.errors import OFAError
-from openofa.train.recipe import TrainConfig, apply_overrides, config_from_mapping, load_recipe
+from openofa.train.recipe import TrainConfig, apply_overrides, config_from_mapping, load_recipe, load_stages
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 ALL = sorted(RECIPES.glob("*.yaml"))
@@ -28,10 +28,14 @@ def test_every_task_and_size_has_a_recipe():
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
 def test_recipe_reads_and_says_how_to_launch(path):
-    cfg = load_recipe(path)
+    stages = load_stages(path)
     head = path.read_text().split("\n\n")[0]
     assert f"python -m openofa.train.cli recipes/{path.name}" in head
     assert "torchrun --nproc_per_node" in head and f"recipes/{path.name}" in head
+    if len(stages) > 1:  # stage NAME runs in runs/<recipe>/NAME
+        assert [c.run_dir for c in stages] == [f"runs/{path.stem}/{Path(c.run_dir).name}" for c in stages]
+        return
+    cfg = stages[0]
     assert cfg.run_dir == f"runs/{path.stem}"
     if cfg.task not in ("synthetic", "mixture"):
         # values every original finetuning script shares
@@ -108,7 +112,11 @@ def test_mixture_ratio_is_checked(tmp_path):
 
 @pytest.mark.parametrize("path", [p for p in ALL if not p.stem.startswith("synthetic")], ids=lambda p: p.stem)
 def test_recipes_fit_the_data_layer_and_generator(path):
-    cfg = load_recipe(path)
+    for cfg in load_stages(path):
+        _fits_the_data_layer_and_generator(cfg)
+
+
+def _fits_the_data_layer_and_generator(cfg):
     data = pytest.importorskip("openofa.data")
     from openofa.data.samples import SampleBuilder
     from openofa.generation import GenerationConfig
@@ -122,7 +130,10 @@ def test_recipes_fit_the_data_layer_and_generator(path):
         assert {k for k, v in cfg.data.items() if not isinstance(v, dict)} <= accepted
     else:
         data.canonical_task(cfg.task)
-        data.resolve_columns(cfg.task, cfg.data["columns"])
+        if str(cfg.train_data).endswith(".jsonl"):  # the plain format names its fields
+            assert "columns" not in cfg.data
+        else:
+            data.resolve_columns(cfg.task, cfg.data["columns"])
         assert set(cfg.data) <= accepted
     known = {f for f in GenerationConfig.__dataclass_fields__} | {"mode"}
     assert set(cfg.eval) <= known
@@ -179,3 +190,66 @@ def test_command_line(tmp_path, capsys):
     assert main([str(RECIPES / "caption_base.yaml"), "--set", f"init_from={tmp_path}/none.pt"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: init_from: ") and err.count("\n") == 1
+
+
+def _staged(tmp_path, stages, **top):
+    recipe = {"task": "synthetic", "model": "tiny", "max_update": 2, "batch_size": 2, "lr": 1e-3,
+              "run_dir": str(tmp_path / "run"), "progress": False, "validate_every_epochs": 0,
+              "model_config": {"encoder_layers": 1, "decoder_layers": 1, "vocab_size": 1000},
+              "data": {"num_examples": 8, "src_len": 8, "tgt_len": 4, "image_size": 64}, **top,
+              "stages": stages}
+    path = tmp_path / "staged.json"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def test_stages_inherit_the_file_and_chain_their_weights(tmp_path):
+    path = _staged(tmp_path, [{"name": "first", "lr": 2e-3, "data": {"tgt_len": 3}},
+                              {"name": "second", "max_update": 3}])
+    first, second = load_stages(path, ["batch_size=4"])
+    assert (first.run_dir, second.run_dir) == (f"{tmp_path}/run/first", f"{tmp_path}/run/second")
+    assert (first.lr, second.lr) == (2e-3, 1e-3) and (first.max_update, second.max_update) == (2, 3)
+    # mapping keys merge one level deep; --set applies to every stage
+    assert first.data == {"num_examples": 8, "src_len": 8, "tgt_len": 3, "image_size": 64}
+    assert second.data["tgt_len"] == 4 and first.batch_size == second.batch_size == 4
+    assert first.init_from is None and second.init_from == f"{tmp_path}/run/first/final"
+    assert load_stages(path, [f"run_dir={tmp_path}/other"])[1].init_from == f"{tmp_path}/other/first/final"
+    with pytest.raises(OFAError, match="has stages"):
+        load_recipe(path)
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"task": "synthetic", "max_update": 3}))
+    assert [c.max_update for c in load_stages(plain)] == [3]
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([], "non-empty list"),
+    ([{"lr": 1e-3}], "needs a name"),
+    ([{"name": "../up"}], "needs a name"),
+    ([{"name": "a"}, {"name": "a"}], "used twice"),
+    ([{"name": "a", "run_dir": "x"}], "run_dir cannot be set per stage"),
+    ([{"name": "a", "lrr": 1}], r"stage a\): unknown key 'lrr'"),
+])
+def test_bad_stages_are_named(tmp_path, stages, message):
+    with pytest.raises(OFAError, match=message):
+        load_stages(_staged(tmp_path, stages))
+
+
+def test_a_staged_recipe_trains_each_stage_from_the_last(tmp_path, capsys):
+    import torch
+
+    import openofa
+    from openofa.train.cli import main
+
+    path = _staged(tmp_path, [{"name": "first"}, {"name": "second", "lr": 1e-30, "warmup_ratio": 0.0,
+                                                  "end_lr": 0.0, "freeze_bn": True}])
+    assert main([str(path)]) == 0
+    params = [dict(openofa.load(tmp_path / "run" / name / "final").model.named_parameters())
+              for name in ("first", "second")]
+    # with lr 1e-30 (updates below float32 resolution) the second stage ends with exactly the weights the first one ended with (a
+    # second stage that started from fresh weights would end with those instead)
+    assert params[0].keys() == params[1].keys()
+    assert all(torch.equal(params[0][k], params[1][k]) for k in params[0])
+    # running it again skips the finished first stage
+    capsys.readouterr()
+    assert main([str(path)]) == 0
+    assert "stage first: already done" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from openofa.errors import OFAError
@@ -36,9 +37,14 @@ def build_parser(prog: str = "ofa train") -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace):
-    from openofa.train.recipe import find_recipe, load_recipe
+def configs_from_args(args: argparse.Namespace) -> list:
+    """One config per stage of the recipe (most recipes have one)."""
+    from openofa.train.recipe import find_recipe, load_stages
 
+    return load_stages(find_recipe(args.recipe), _overrides(args))
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     if args.run_dir:
         overrides.append(f"run_dir={args.run_dir}")
@@ -46,7 +52,7 @@ def config_from_args(args: argparse.Namespace):
         overrides.append("resume=always")
     elif args.fresh:
         overrides.append("resume=never")
-    return load_recipe(find_recipe(args.recipe), overrides)
+    return overrides
 
 
 # ---- model and data ------------------------------------------------------------------------------------
@@ -320,13 +326,21 @@ def run(cfg, *, evaluate=None, hooks=()) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        configs = configs_from_args(args)
         if args.print_config:
             import json
 
-            print(json.dumps(cfg.to_dict(), indent=2))
+            dicts = [cfg.to_dict() for cfg in configs]
+            print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
             return 0
-        summary = run(cfg)
+        for i, cfg in enumerate(configs):
+            done = Path(cfg.run_dir) / "final" / "model.safetensors"
+            if len(configs) > 1 and cfg.resume != "never" and i < len(configs) - 1 and done.is_file():
+                print(f"stage {Path(cfg.run_dir).name}: already done ({done.parent}), going on", file=sys.stderr)
+                continue
+            if len(configs) > 1:
+                print(f"stage {i + 1}/{len(configs)}: {Path(cfg.run_dir).name}", file=sys.stderr)
+            summary = run(cfg)
     except OFAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

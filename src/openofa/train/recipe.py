@@ -356,9 +356,54 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "config") -> Trai
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a recipe file, apply ``key=value`` overrides, check it; errors name the file and key."""
-    data = apply_overrides(read_mapping(path), overrides)
-    return config_from_mapping(data, str(path))
+    """Read a recipe file, apply ``key=value`` overrides, check it; errors name the file and key.
+    A recipe with ``stages`` is read with :func:`load_stages`."""
+    data = read_mapping(path)
+    if "stages" in data:
+        raise OFAError(f"{path}: has stages; read it with load_stages (ofa train runs them in order)")
+    return config_from_mapping(apply_overrides(data, overrides), str(path))
+
+
+def load_stages(path: str | Path, overrides: Sequence[str] = ()) -> list[TrainConfig]:
+    """The configs of a recipe's stages, in order (a recipe without ``stages`` is one stage).
+
+    ``stages`` is a list of mappings, each with a ``name`` and the recipe keys it sets on top of
+    the rest of the file (mapping keys such as ``data`` are merged one level deep). Stage ``name``
+    runs in ``<run_dir>/<name>`` and, unless it sets ``init_from``, starts from the previous
+    stage's exported ``final`` weights with a fresh optimizer and schedule (the original's caption
+    stage 1 -> stage 2, or a curriculum). ``--set`` overrides apply to every stage."""
+    data = read_mapping(path)
+    stages = data.pop("stages", None)
+    if stages is None:
+        return [config_from_mapping(apply_overrides(data, overrides), str(path))]
+    if not isinstance(stages, list) or not stages or not all(isinstance(st, dict) for st in stages):
+        raise OFAError(f"{path}: stages must be a non-empty list of mappings (each with a name)")
+    run_dir = apply_overrides(data, overrides).get("run_dir", TrainConfig.run_dir)
+    configs, names = [], []
+    for i, stage in enumerate(stages):
+        stage = dict(stage)
+        name = stage.pop("name", None)
+        where = f"{path}: stages[{i}]"
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+            raise OFAError(f"{where}: needs a name usable as a folder name, got {name!r}")
+        if name in names:
+            raise OFAError(f"{where}: stage name {name!r} is used twice")
+        for key in ("stages", "run_dir"):
+            if key in stage:
+                raise OFAError(f"{where}: {key} cannot be set per stage")
+        merged = dict(data)
+        for key, value in stage.items():
+            if key in _MAPPING_FIELDS and isinstance(merged.get(key), dict) and isinstance(value, dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        if names and "init_from" not in stage:
+            merged["init_from"] = f"{run_dir}/{names[-1]}/final"
+        merged = apply_overrides(merged, overrides)
+        merged["run_dir"] = f"{run_dir}/{name}"
+        configs.append(config_from_mapping(merged, f"{path} (stage {name})"))
+        names.append(name)
+    return configs
 
 
 def recipes_dir() -> Path | None:
