@@ -185,7 +185,7 @@ _REGISTRY = {
     "large": lambda: _size((12, 12), 1024, 16, 4096, "resnet152"),
     "huge": lambda: _size((24, 12), 1280, 16, 5120, "resnet152"),
     # the project's own small model (trained on procedural scenes, shipped inside the package)
-    "mini": lambda: _size((3, 3), 96, 4, 384, "resnet-small", resnet_width=16, max_source_positions=128,
+    "mini": lambda: _size((3, 3), 96, 4, 384, "resnet-small", resnet_width=32, max_source_positions=128,
                           max_target_positions=64, image_bucket_size=16, text_vocab="scenes",
                           entangle_position_embedding=True,
                           num_bins=MINI_BINS, code_dict_size=0,
