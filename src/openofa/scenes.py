@@ -247,6 +247,8 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
     at ``size``, then shrunk with the bicubic filter of the tasks' resize, boxes scaled with
     them). A model that reads images at that side then sees exactly the pixels it would get from
     the full-size file, while the data loader skips decoding and resizing the larger image."""
+    from openofa.vision.transforms import resize_bicubic
+
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     files = {t: out / f"{t}.jsonl" for t in ("caption", "vqa", "ground")}
@@ -255,11 +257,10 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
         for s in range(seed, seed + n):
             scene = make_scene(s, size)
             name = f"images/scene_{s:07d}.png"
-            image, sx, sy = scene.image, 1.0, 1.0
-            if image_size is not None and (image_size, image_size) != image.size:
-                sx, sy = image_size / image.size[0], image_size / image.size[1]
-                image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-            image.save(out / name)
+            w, h = scene.image.size
+            ow, oh = (image_size, image_size) if image_size else (w, h)
+            sx, sy = ow / w, oh / h
+            resize_bicubic(scene.image, ow, oh).save(out / name)
             handles["caption"].write(json.dumps({"id": s, "image": name, "caption": scene.caption()}) + "\n")
             qa = list(enumerate(scene.questions()))
             if questions is not None and len(qa) > questions:
@@ -268,9 +269,8 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
                 rec = {"id": f"{s}-{i}", "image": name, "question": q, "answers": {a: 1.0}}
                 handles["vqa"].write(json.dumps(rec) + "\n")
             for i, (text, box) in enumerate(scene.referring_expressions()):
-                if (sx, sy) != (1.0, 1.0):
-                    box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-                rec = {"id": f"{s}-{i}", "image": name, "text": text, "box": [round(v, 2) for v in box]}
+                box = [round(v * f, 2) for v, f in zip(box, (sx, sy, sx, sy))]
+                rec = {"id": f"{s}-{i}", "image": name, "text": text, "box": box}
                 handles["ground"].write(json.dumps(rec) + "\n")
     finally:
         for fh in handles.values():

@@ -43,7 +43,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from openofa.vision.transforms import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD, refcoco_output_size, \
-    to_tensor_normalized
+    resize_bicubic, to_tensor_normalized
 
 __all__ = ["random_resized_crop", "random_hflip", "RandomAugment", "random_erasing", "ClassifyTrainTransform",
            "pretrain_scales", "random_resize", "center_crop", "object_center_crop", "hflip_boxes",
@@ -205,10 +205,6 @@ def pretrain_scales(size: int) -> list[int]:
     return list(range(size, max(size, _PRETRAIN_MAX_SCALE) + 1))
 
 
-def _resized(img: Image.Image, width: int, height: int) -> Image.Image:
-    return img if img.size == (width, height) else img.resize((width, height), Image.Resampling.BICUBIC)
-
-
 def _boxes(boxes) -> torch.Tensor:
     return torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
 
@@ -220,7 +216,7 @@ def random_resize(img: Image.Image, boxes=None, scales: Sequence[int] = (384,),
     size = int(scales[_randint(0, len(scales) - 1)])
     w, h = img.size
     ow, oh = refcoco_output_size(w, h, size, max_size)
-    out = _resized(img, ow, oh)
+    out = resize_bicubic(img, ow, oh)
     if boxes is not None:
         rw, rh = float(ow) / float(w), float(oh) / float(h)
         boxes = _boxes(boxes) * torch.as_tensor([rw, rh, rw, rh])
@@ -273,7 +269,7 @@ def large_scale_jitter(img: Image.Image, boxes, output_size: int, scale_min: flo
     target = (factor * torch.tensor([output_size])).round()
     scale = torch.maximum(target / hw[0], target / hw[1])
     sh, sw = (hw * scale).round().int().tolist()
-    out = _resized(img, sw, sh)
+    out = resize_bicubic(img, sw, sh)
     ratio_h, ratio_w = (torch.tensor([sh, sw]) / hw).tolist()
     b = _boxes(boxes) * torch.as_tensor([ratio_w, ratio_h, ratio_w, ratio_h], dtype=torch.float32)
     top, left = ((torch.tensor([sh, sw]) - output_size) * torch.rand(2)).floor().int().tolist()

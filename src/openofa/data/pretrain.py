@@ -357,7 +357,7 @@ def image_infilling(b: "SampleBuilder", r: Record) -> dict[str, Any]:
 
 
 def detection(b: "SampleBuilder", r: Record) -> dict[str, Any]:
-    from openofa.vision.transforms import to_tensor_normalized
+    from openofa.vision.transforms import resize_bicubic, to_tensor_normalized
 
     img = b.load_image(r)
     w, h = img.size
@@ -378,7 +378,7 @@ def detection(b: "SampleBuilder", r: Record) -> dict[str, Any]:
         names = [n for n, k in zip(names, keep.tolist()) if k]
         kept = t.tolist()  # a crop may leave no box: the target is then eos alone, as in the original
     else:
-        img = img.resize((s, s), _bicubic()) if img.size != (s, s) else img
+        img = resize_bicubic(img, s, s)
         kept, kept_names = [], []
         for (x1, y1, x2, y2), name in zip(boxes, names):
             box = [min(max(x1 * s / w, 0.0), s), min(max(y1 * s / h, 0.0), s),
@@ -401,9 +401,3 @@ def _flip():
     from PIL import Image
 
     return Image.Transpose.FLIP_LEFT_RIGHT
-
-
-def _bicubic():
-    from PIL import Image
-
-    return Image.Resampling.BICUBIC

@@ -333,14 +333,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             dicts = [cfg.to_dict() for cfg in configs]
             print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
             return 0
-        for i, cfg in enumerate(configs):
-            done = Path(cfg.run_dir) / "final" / "model.safetensors"
-            if len(configs) > 1 and cfg.resume != "never" and i < len(configs) - 1 and done.is_file():
-                print(f"stage {Path(cfg.run_dir).name}: already done ({done.parent}), going on", file=sys.stderr)
-                continue
-            if len(configs) > 1:
-                print(f"stage {i + 1}/{len(configs)}: {Path(cfg.run_dir).name}", file=sys.stderr)
-            summary = run(cfg)
+        *earlier, last = configs
+        for i, cfg in enumerate(earlier):  # stages before the last: skip those already exported
+            name, final = Path(cfg.run_dir).name, Path(cfg.run_dir) / "final"
+            if cfg.resume != "never" and (final / "model.safetensors").is_file():
+                print(f"stage {name}: already done ({final}), going on", file=sys.stderr)
+            else:
+                print(f"stage {i + 1}/{len(configs)}: {name}", file=sys.stderr)
+                run(cfg)
+        if earlier:
+            print(f"stage {len(configs)}/{len(configs)}: {Path(last.run_dir).name}", file=sys.stderr)
+        summary = run(last)
     except OFAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

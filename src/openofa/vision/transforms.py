@@ -34,6 +34,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "to_tensor_normalized",
+    "resize_bicubic",
     "patch_resize_transform",
     "PatchTransform",
     "refcoco_output_size",
@@ -70,7 +71,9 @@ def to_tensor_normalized(
     return t.sub(m).div(s).contiguous()
 
 
-def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
+def resize_bicubic(image: Image.Image, width: int, height: int) -> Image.Image:
+    """PIL bicubic resize, as torchvision's ``Resize`` on a PIL image (the image itself when the
+    size already matches)."""
     if image.size == (width, height):
         return image  # torchvision returns the image untouched when the size already matches
     return image.resize((width, height), Image.Resampling.BICUBIC)
@@ -89,7 +92,7 @@ def patch_resize_transform(
     """
     size = _check_size(size)
     img = load_image(image)
-    return to_tensor_normalized(_resize(img, size, size), mean, std)
+    return to_tensor_normalized(resize_bicubic(img, size, size), mean, std)
 
 
 class PatchTransform:
@@ -160,7 +163,7 @@ def refcoco_transform(
     img = load_image(image)
     w, h = img.size
     ow, oh = refcoco_output_size(w, h, size, max_size)
-    patch = to_tensor_normalized(_resize(img, ow, oh), mean, std)
+    patch = to_tensor_normalized(resize_bicubic(img, ow, oh), mean, std)
     scaled = None
     if box is not None:
         from openofa.text.locations import scale_box
