@@ -49,6 +49,12 @@ def test_write_dataset_layout(tmp_path):
     ground = [json.loads(line) for line in files["ground"].read_text().splitlines()]
     assert ground and all(len(r["box"]) == 4 for r in ground)
     assert caps[0]["caption"] == make_scene(3).caption()
+    det = [json.loads(line) for line in files["detection"].read_text().splitlines()]
+    assert [d["image"] for d in det] == [c["image"] for c in caps]
+    for d, seed in zip(det, range(3, 8)):
+        shapes = make_scene(seed).shapes
+        assert [o[5] for o in d["objects"]] == [s.phrase(with_size=True) for s in shapes]
+        assert [o[:4] for o in d["objects"]] == [list(s.box) for s in shapes]
 
 
 def test_stored_at_input_size_gives_the_pixels_and_boxes_of_the_full_size_file(tmp_path):
@@ -62,6 +68,10 @@ def test_stored_at_input_size_gives_the_pixels_and_boxes_of_the_full_size_file(t
     small = write_dataset(tmp_path / "small", n=3, seed=40, image_size=128)
     for task in ("caption", "vqa"):
         assert full[task].read_text() == small[task].read_text()
+    for a, b in zip(full["detection"].read_text().splitlines(), small["detection"].read_text().splitlines()):
+        objs_a, objs_b = json.loads(a)["objects"], json.loads(b)["objects"]
+        assert [o[4:] for o in objs_a] == [o[4:] for o in objs_b]
+        assert all(abs(x / 2 - y) < 0.01 for oa, ob in zip(objs_a, objs_b) for x, y in zip(oa[:4], ob[:4]))
     rows_full = [json.loads(line) for line in full["ground"].read_text().splitlines()]
     rows_small = [json.loads(line) for line in small["ground"].read_text().splitlines()]
     assert [r["text"] for r in rows_full] == [r["text"] for r in rows_small]

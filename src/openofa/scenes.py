@@ -238,7 +238,9 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
                   questions: int | None = None, image_size: int | None = None) -> dict[str, Path]:
     """Write ``n`` scenes (seeds ``seed .. seed+n-1``) as ``images/*.png`` plus one JSONL per task:
     ``caption.jsonl`` {image, caption}, ``vqa.jsonl`` {image, question, answers},
-    ``ground.jsonl`` {image, text, box}. Image paths are relative to ``out_dir``.
+    ``ground.jsonl`` {image, text, box}, ``detection.jsonl`` {image, objects: [[x1, y1, x2, y2,
+    id, "size colour shape"], ...]} (the pretraining detection layout; the image trunk is
+    pretrained on it). Image paths are relative to ``out_dir``.
 
     ``questions``: at most this many questions per scene, drawn with the scene's seed (training
     sets use it to keep the task mixture balanced and see more images); None writes them all.
@@ -251,7 +253,7 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    files = {t: out / f"{t}.jsonl" for t in ("caption", "vqa", "ground")}
+    files = {t: out / f"{t}.jsonl" for t in ("caption", "vqa", "ground", "detection")}
     handles = {t: p.open("w", encoding="utf-8") for t, p in files.items()}
     try:
         for s in range(seed, seed + n):
@@ -272,6 +274,9 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
                 box = [round(v * f, 2) for v, f in zip(box, (sx, sy, sx, sy))]
                 rec = {"id": f"{s}-{i}", "image": name, "text": text, "box": box}
                 handles["ground"].write(json.dumps(rec) + "\n")
+            objects = [[*(round(v * f, 2) for v, f in zip(o.box, (sx, sy, sx, sy))), SHAPES.index(o.kind),
+                        o.phrase(with_size=True)] for o in scene.shapes]
+            handles["detection"].write(json.dumps({"id": s, "image": name, "objects": objects}) + "\n")
     finally:
         for fh in handles.values():
             fh.close()

@@ -128,6 +128,8 @@ def _fits_the_data_layer_and_generator(cfg):
             data.canonical_task(task)
             assert set(cfg.data.get(task) or {}) <= accepted
         assert {k for k, v in cfg.data.items() if not isinstance(v, dict)} <= accepted
+    elif cfg.task == "trunk":  # the trunk alone on a detection file, at the data's image size
+        assert str(cfg.train_data).endswith("detection.jsonl") and cfg.data["patch_image_size"] % 16 == 0
     else:
         data.canonical_task(cfg.task)
         if str(cfg.train_data).endswith(".jsonl"):  # the plain format names its fields

@@ -306,6 +306,10 @@ def run(cfg, *, evaluate=None, hooks=()) -> dict:
     from openofa.train.distributed import cleanup, init_distributed
     from openofa.train.trainer import Trainer
 
+    if cfg.task == "trunk":  # the image trunk alone (openofa.train.trunk), before the distributed setup
+        from openofa.train.trunk import pretrain_trunk
+
+        return pretrain_trunk(cfg)
     info = init_distributed(cfg.device, need_group=cfg.parallel == "fsdp")
     try:
         model = build_model_for(cfg)

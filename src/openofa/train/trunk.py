@@ -1,0 +1,228 @@
+"""Pretraining the image trunk alone on detection annotations (recipe ``task: trunk``).
+
+The original never trains its ResNet trunk from nothing: it starts from ImageNet weights
+(``--resnet-model-path``). A model trained from scratch has no such weights, and through the
+sequence losses alone its trunk learns slowly what the objects are (docs/own_model.md). This
+stage gives the trunk that start from the detection rows of the training data instead, as a
+dense prediction problem that needs no transformer and costs about a third of a full step.
+
+For every object, the cell of the trunk's output grid (stride 16) that holds the centre of its
+box is trained to say
+
+* that an object is there (a logistic output per cell, every cell of the grid trained),
+* the words of its name (one logistic output per word of the file's names: ``"small red
+  circle"`` sets ``small``, ``red`` and ``circle``), and
+* its box, as the distances from the cell's centre to the four edges in units of two cells
+  (L1 loss),
+
+through a 1x1 convolution on the trunk's features that is thrown away afterwards. When two
+centres fall in one cell the smaller box wins. The stage writes the whole model to
+``<run_dir>/final`` (the transformer as initialised, the trunk trained), so the next stage of a
+recipe starts from it; ``freeze_resnet: true`` there keeps the trunk as it is and makes those
+steps cheaper.
+
+Data: a detection file (JSONL ``{"image": ..., "objects": [[x1, y1, x2, y2, id, name], ...]}`` or
+the original's TSV; ``ofa scenes`` writes ``detection.jsonl``). Images are resized to
+``data.patch_image_size`` without augmentation. Recipe keys used: ``train_data``, ``data``
+(``patch_image_size``), ``batch_size``, ``max_update``, ``lr``, ``end_lr``, ``warmup_ratio`` /
+``warmup_updates``, ``weight_decay``, ``adam_betas``, ``clip_norm``, ``precision``,
+``num_workers``, ``seed``, ``log_every``, ``run_dir``. It runs in one process; under ``torchrun``
+the other processes wait for its result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from openofa.errors import OFAError
+
+__all__ = ["TrunkTargets", "TrunkHead", "trunk_losses", "pretrain_trunk"]
+
+STRIDE = 16  # the trunk's output stride
+BOX_UNIT = 2 * STRIDE  # box distances are predicted in units of two cells
+
+
+class TrunkTargets(torch.utils.data.Dataset):
+    """``(image, objectness, words, boxes)`` per detection row: the normalised image at
+    ``size`` and, per grid cell, 1 where a box centre falls, the multi-hot words of that
+    object's name and its four edge distances."""
+
+    def __init__(self, path: str | Path, size: int, *, words: list[str] | None = None, split: str = "train",
+                 image_root: str | Path | None = None) -> None:
+        from openofa.data.dataset import open_records
+
+        if size % STRIDE:
+            raise OFAError(f"trunk pretraining: patch_image_size must be a multiple of {STRIDE}, got {size}")
+        self.reader = open_records("detection", path, split=split, shard=None, image_root=image_root)
+        self.size, self.grid = size, size // STRIDE
+        if words is None:
+            found = set()
+            for rec in self.reader:
+                for name in rec.objects or []:
+                    found.update(name.split())
+            words = sorted(found)
+        if not words:
+            raise OFAError(f"trunk pretraining: {path} names no objects")
+        self.words = list(words)
+        self.word_index = {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int):
+        from openofa.data.records import BadRow
+        from openofa.vision.io import decode_base64_image, load_image
+        from openofa.vision.transforms import OFA_MEAN, OFA_STD, resize_bicubic, to_tensor_normalized
+
+        rec = self.reader.record(index)
+        try:
+            src = Path(rec.image) if rec.extra.get("image_is_path") else decode_base64_image(rec.image)
+            img = load_image(src, name=f"image {rec.image}" if rec.extra.get("image_is_path") else "image column")
+        except OFAError as e:
+            raise BadRow(f"{rec.where}: {e}", "image") from None
+        w, h = img.size
+        s, g = self.size, self.grid
+        image = to_tensor_normalized(resize_bicubic(img, s, s), OFA_MEAN, OFA_STD)
+        obj = torch.zeros(g, g)
+        words = torch.zeros(g, g, len(self.words))
+        boxes = torch.zeros(g, g, 4)
+        area = torch.full((g, g), math.inf)
+        for (x1, y1, x2, y2), name in zip(rec.extra.get("boxes") or [], rec.objects or []):
+            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or not (x1 < x2 and y1 < y2):
+                raise BadRow(f"{rec.where}: detection box {[x1, y1, x2, y2]} is empty, inverted or not finite", "box")
+            x1, x2 = x1 * s / w, x2 * s / w
+            y1, y2 = y1 * s / h, y2 * s / h
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            if not (0 <= cx < s and 0 <= cy < s):
+                continue  # centre outside the image: no cell owns it
+            i, j = int(cy // STRIDE), int(cx // STRIDE)
+            a = (x2 - x1) * (y2 - y1)
+            if a >= area[i, j]:
+                continue
+            area[i, j] = a
+            ccx, ccy = (j + 0.5) * STRIDE, (i + 0.5) * STRIDE
+            obj[i, j] = 1.0
+            words[i, j] = 0.0
+            for word in name.split():
+                if word in self.word_index:
+                    words[i, j, self.word_index[word]] = 1.0
+            boxes[i, j] = torch.tensor([ccx - x1, ccy - y1, x2 - ccx, y2 - ccy]) / BOX_UNIT
+        return image, obj, words, boxes
+
+
+class TrunkHead(nn.Module):
+    """The throw-away dense head: per cell, 1 objectness logit, one logit per word, 4 box distances."""
+
+    def __init__(self, channels: int, num_words: int) -> None:
+        super().__init__()
+        self.num_words = num_words
+        self.proj = nn.Conv2d(channels, 1 + num_words + 4, 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = self.proj(features).float().permute(0, 2, 3, 1)  # B, G, G, 1 + V + 4
+        return z[..., 0], z[..., 1:1 + self.num_words], z[..., 1 + self.num_words:]
+
+
+def trunk_losses(pred, obj: torch.Tensor, words: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Objectness (mean over cells), words (summed over words, mean over object cells) and box L1
+    (mean over object cells and edges, x5); plus detached accuracies for the log: all words of
+    the name right, and box IoU >= 0.5, over object cells."""
+    p_obj, p_words, p_box = pred
+    pos = obj > 0
+    n = pos.sum().clamp(min=1)
+    out = {"obj": F.binary_cross_entropy_with_logits(p_obj, obj)}
+    out["words"] = F.binary_cross_entropy_with_logits(p_words[pos], words[pos], reduction="sum") / n
+    out["box"] = 5.0 * F.l1_loss(p_box[pos], boxes[pos], reduction="sum") / (4 * n)
+    out["loss"] = out["obj"] + out["words"] + out["box"]
+    with torch.no_grad():
+        right = ((p_words[pos] > 0) == (words[pos] > 0.5)).all(-1).float()
+        out["name_acc"] = right.sum() / n
+        out["box_iou50"] = (_iou(p_box[pos], boxes[pos]) >= 0.5).float().sum() / n
+    return out
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of boxes given as (left, top, right, bottom) distances from one common point."""
+    iw = (torch.minimum(a[:, 2], b[:, 2]) + torch.minimum(a[:, 0], b[:, 0])).clamp(min=0)
+    ih = (torch.minimum(a[:, 3], b[:, 3]) + torch.minimum(a[:, 1], b[:, 1])).clamp(min=0)
+    inter = iw * ih
+    area = lambda t: (t[:, 0] + t[:, 2]).clamp(min=0) * (t[:, 1] + t[:, 3]).clamp(min=0)  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp(min=1e-9)
+
+
+def pretrain_trunk(cfg) -> dict[str, Any]:
+    """Run a ``task: trunk`` stage (see the module docstring). Returns a summary like the
+    trainer's, with ``log``: the mean losses and accuracies of every ``log_every`` updates."""
+    from openofa.checkpoints import save_pretrained
+    from openofa.train.cli import build_model_for
+    from openofa.train.optim import PolynomialDecaySchedule, build_optimizer, warmup_steps
+
+    run_dir = Path(cfg.run_dir)
+    final = run_dir / "final"
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:  # under torchrun: rank 0 trains, the others wait for its weights
+        while not (final / "model.safetensors").is_file():
+            time.sleep(2.0)
+        return {"num_updates": 0, "run_dir": str(run_dir), "rank": rank}
+    if not cfg.train_data or not isinstance(cfg.train_data, str):
+        raise OFAError("task: trunk needs train_data: one detection file (e.g. detection.jsonl of ofa scenes)")
+    if cfg.max_update <= 0:
+        raise OFAError("task: trunk needs max_update > 0")
+    size = int((cfg.data or {}).get("patch_image_size") or 0)
+    torch.manual_seed(cfg.seed)
+    model = build_model_for(cfg)
+    size = size or model.config.patch_image_size
+    data = TrunkTargets(cfg.train_data, size)
+    trunk = model.encoder.embed_images
+    head = TrunkHead(trunk.out_channels, len(data.words))
+    params = list(trunk.parameters()) + list(head.parameters())
+    opt = build_optimizer(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                          weight_decay=cfg.weight_decay)
+    total = cfg.total_num_update or cfg.max_update
+    sched = PolynomialDecaySchedule(opt, lr=cfg.lr, total_updates=total, end_lr=cfg.end_lr, power=cfg.lr_power,
+                                    warmup_updates=warmup_steps(total, cfg.warmup_ratio, cfg.warmup_updates))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=cfg.num_workers, generator=gen,
+                                         persistent_workers=cfg.num_workers > 0)
+    if len(loader) == 0:
+        raise OFAError(f"task: trunk: {cfg.train_data} has fewer rows ({len(data)}) than one batch ({cfg.batch_size})")
+    autocast = cfg.precision in ("bf16", "fp16")
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    print(f"trunk pretraining: {sum(p.numel() for p in params):,} parameters, {len(data)} images at {size} px, "
+          f"{len(data.words)} words, {cfg.max_update} updates", file=sys.stderr)
+    trunk.train()
+    updates, sums, history, start = 0, {}, [], time.time()
+    while updates < cfg.max_update:
+        for image, obj, words, boxes in loader:
+            with torch.autocast("cpu" if not image.is_cuda else "cuda", dtype=dtype, enabled=autocast):
+                out = trunk_losses(head(trunk(image)), obj, words, boxes)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if cfg.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+            opt.step()
+            updates += 1
+            sched.step(updates)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if cfg.log_every and (updates % cfg.log_every == 0 or updates == cfg.max_update):
+                n = cfg.log_every if updates % cfg.log_every == 0 else updates % cfg.log_every
+                history.append({"update": updates, **{k: v / n for k, v in sums.items()}})
+                stats = " | ".join(f"{k} {v / n:.4g}" for k, v in sums.items())
+                print(f"trunk | update {updates} | {stats} | lr {sched.get_lr():.3e} | "
+                      f"{(time.time() - start) / updates:.3f} s/update", file=sys.stderr)
+                sums = {}
+            if updates >= cfg.max_update:
+                break
+    save_pretrained(final, model.config, model.state_dict())
+    return {"num_updates": updates, "run_dir": str(run_dir), "rank": 0, "log": history}

@@ -1,0 +1,130 @@
+"""Pretraining the image trunk alone on detection rows (recipe ``task: trunk``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from openofa.errors import OFAError
+from openofa.scenes import make_scene, write_dataset
+from openofa.train.trunk import BOX_UNIT, STRIDE, TrunkTargets, _iou
+
+
+def _write_detection(tmp_path, objects, size=64):
+    from PIL import Image
+
+    Image.new("RGB", (size, size), (200, 200, 200)).save(tmp_path / "img.png")
+    path = tmp_path / "det.jsonl"
+    path.write_text(json.dumps({"id": 0, "image": "img.png", "objects": objects}) + "\n")
+    return path
+
+
+def test_targets_put_each_object_in_the_cell_of_its_centre(tmp_path):
+    files = write_dataset(tmp_path, n=4, seed=11, image_size=128)
+    data = TrunkTargets(files["detection"], 128)
+    names = [s.phrase(with_size=True) for seed in range(11, 15) for s in make_scene(seed).shapes]
+    assert data.words == sorted({w for name in names for w in name.split()})
+    for index, seed in enumerate(range(11, 15)):
+        scene = make_scene(seed)
+        image, obj, words, boxes = data[index]
+        assert image.shape == (3, 128, 128)
+        centres = {}
+        for s in sorted(scene.shapes, key=lambda o: -(o.box[2] - o.box[0])):  # smaller boxes win a shared cell
+            box = [v / 2 for v in s.box]  # 256-pixel scene stored at 128
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            centres[(int(cy // STRIDE), int(cx // STRIDE))] = (box, s.phrase(with_size=True))
+        assert {tuple(ij) for ij in obj.nonzero().tolist()} == set(centres)
+        for (i, j), (box, name) in centres.items():
+            assert {data.words[k] for k in words[i, j].nonzero().flatten().tolist()} == set(name.split())
+            ccx, ccy = (j + 0.5) * STRIDE, (i + 0.5) * STRIDE
+            back = [ccx - boxes[i, j, 0] * BOX_UNIT, ccy - boxes[i, j, 1] * BOX_UNIT,
+                    ccx + boxes[i, j, 2] * BOX_UNIT, ccy + boxes[i, j, 3] * BOX_UNIT]
+            assert max(abs(float(a) - b) for a, b in zip(back, box)) < 0.01  # the file rounds to 0.01
+
+
+def test_the_smaller_box_owns_a_shared_cell_and_boxes_scale_with_the_image(tmp_path):
+    # a 64-pixel image read at 32: both centres land in cell (0, 0)
+    path = _write_detection(tmp_path, [[0, 0, 30, 30, 1, "big thing"], [4, 4, 16, 16, 2, "small thing"]])
+    data = TrunkTargets(path, 32)
+    _, obj, words, boxes = data[0]
+    assert obj.tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert {data.words[k] for k in words[0, 0].nonzero().flatten().tolist()} == {"small", "thing"}
+    assert torch.allclose(boxes[0, 0] * BOX_UNIT, torch.tensor([8 - 2.0, 8 - 2.0, 8 - 8.0, 8 - 8.0]))
+
+
+def test_iou_of_distance_boxes():
+    a = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    b = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    assert _iou(a, b).tolist() == pytest.approx([1.0, 0.25])
+
+
+@pytest.mark.parametrize("objects, message", [
+    ([[10, 10, 5, 20, 1, "thing"]], "empty, inverted or not finite"),
+    ([[10, 10, 20]], "expected x1,y1,x2,y2,id,name"),
+])
+def test_bad_rows_name_the_file_and_line(tmp_path, objects, message):
+    path = _write_detection(tmp_path, objects)
+    with pytest.raises(OFAError, match=message) as err:
+        TrunkTargets(path, 32)[0]
+    assert f"{path}:1" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_size_must_fit_the_grid(tmp_path):
+    path = _write_detection(tmp_path, [[0, 0, 30, 30, 1, "thing"]])
+    with pytest.raises(OFAError, match="multiple of 16"):
+        TrunkTargets(path, 40)
+
+
+def test_trunk_stage_trains_only_the_trunk_and_the_next_stage_starts_from_it(tmp_path):
+    """A recipe: trunk stage, then a caption stage with the trunk frozen. The trunk stage's
+    weights differ from the seeded model only in the trunk, its loss falls, and the caption
+    stage's trunk is exactly the trunk stage's."""
+    from openofa.checkpoints import load_checkpoint
+    from openofa.config import get_config
+    from openofa.model import build_model
+    from openofa.train import cli
+
+    files = write_dataset(tmp_path / "scenes", n=24, seed=100, image_size=64)
+    recipe = {
+        "model": "mini", "data": {"patch_image_size": 64, "max_src_length": 20, "max_tgt_length": 30},
+        "batch_size": 8, "lr": 2e-3, "seed": 3, "log_every": 5, "precision": "fp32", "run_dir": str(tmp_path / "run"),
+        "validate_every_epochs": 0, "save_every_epochs": 0, "progress": False,
+        "stages": [
+            {"name": "trunk", "task": "trunk", "train_data": str(files["detection"]), "max_update": 15},
+            {"name": "captions", "task": "caption", "train_data": str(files["caption"]), "freeze_resnet": True,
+             "max_update": 2, "max_epoch": 1},
+        ],
+    }
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    assert cli.main([str(path)]) == 0
+    _, trunk_sd, _ = load_checkpoint(tmp_path / "run" / "trunk" / "final")
+    _, cap_sd, _ = load_checkpoint(tmp_path / "run" / "captions" / "final")
+    torch.manual_seed(3)
+    import dataclasses
+
+    fresh = build_model(dataclasses.replace(get_config("mini"), patch_image_size=64)).state_dict()
+    prefix = "encoder.embed_images."
+    trunk_keys = [k for k in fresh if k.startswith(prefix) and fresh[k].is_floating_point()]
+    assert any(not trunk_sd[k].equal(fresh[k]) for k in trunk_keys)
+    assert all(trunk_sd[k].equal(fresh[k]) for k in fresh if not k.startswith(prefix) and k in trunk_sd)
+    assert all(cap_sd[k].equal(trunk_sd[k]) for k in trunk_keys)
+    assert any(not cap_sd[k].equal(trunk_sd[k]) for k in trunk_sd if not k.startswith(prefix))
+
+
+def test_trunk_loss_falls(tmp_path):
+    """A few updates on the same 16 scenes lower the dense loss (the head and trunk learn)."""
+    from openofa.train.recipe import config_from_mapping
+    from openofa.train.trunk import pretrain_trunk
+
+    files = write_dataset(tmp_path / "scenes", n=16, seed=300, image_size=64)
+    cfg = config_from_mapping({"task": "trunk", "model": "mini", "train_data": str(files["detection"]),
+                               "data": {"patch_image_size": 64}, "batch_size": 16, "lr": 3e-3, "max_update": 40,
+                               "log_every": 10, "seed": 0, "run_dir": str(tmp_path / "run")})
+    out = pretrain_trunk(cfg)
+    assert out["num_updates"] == 40
+    first, last = out["log"][0]["loss"], out["log"][-1]["loss"]
+    assert last < 0.7 * first
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
