@@ -17,7 +17,7 @@ BUNDLED = Path(__file__).resolve().parent / "mini"
 MINI_TASK_SETTINGS = {
     "patch_image_size": 128,
     "max_image_size": 128,
-    "prompt_type": "none",
+    "prompt_type": "prev_output",
     "generation": {"caption": {"max_len_b": 40}},
 }
 
