@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from openofa.data.samples import SampleBuilder
 
 __all__ = ["NegativeSamples", "load_negatives", "TextInfilling", "word_starts", "vision_language",
-           "text_infilling", "image_infilling", "detection", "PRETRAIN_PROMPTS"]
+           "text_infilling", "image_infilling", "detection", "detection_objects", "PRETRAIN_PROMPTS"]
 
 PRETRAIN_PROMPTS = {
     "caption": " what does the image describe?",
@@ -356,18 +356,25 @@ def image_infilling(b: "SampleBuilder", r: Record) -> dict[str, Any]:
     return b._sample(r, src, [first_code + c for c in codes], image, conf=2.0, code_mask=True)
 
 
-def detection(b: "SampleBuilder", r: Record) -> dict[str, Any]:
-    from openofa.vision.transforms import resize_bicubic, to_tensor_normalized
-
-    img = b.load_image(r)
-    w, h = img.size
-    s = b.patch_image_size
+def detection_objects(r: Record) -> tuple[list[list[float]], list[str]]:
+    """The boxes ``[x1, y1, x2, y2]`` and names of a detection row; an empty, inverted or
+    non-finite box raises :class:`BadRow` naming the row."""
     boxes, names = [], []
     for (x1, y1, x2, y2), name in zip(r.extra.get("boxes") or [], r.objects or []):
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or not (x1 < x2 and y1 < y2):
             raise BadRow(f"{r.where}: detection box {[x1, y1, x2, y2]} is empty, inverted or not finite", "box")
         boxes.append([x1, y1, x2, y2])
         names.append(name)
+    return boxes, names
+
+
+def detection(b: "SampleBuilder", r: Record) -> dict[str, Any]:
+    from openofa.vision.transforms import resize_bicubic, to_tensor_normalized
+
+    img = b.load_image(r)
+    w, h = img.size
+    s = b.patch_image_size
+    boxes, names = detection_objects(r)
     if b.augment:
         from openofa.data.augment import hflip_boxes, large_scale_jitter
 

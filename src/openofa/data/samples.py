@@ -89,6 +89,23 @@ def reference(task: str, record: Record) -> Any:
     return record.label
 
 
+def load_record_image(record: Record):
+    """The RGB image of a record (a path next to the data file, or a base64 column); an unreadable
+    one raises :class:`BadRow` naming the file and line."""
+    from openofa.vision.io import decode_base64_image, load_image
+
+    where = record.where
+    try:
+        if record.extra.get("image_is_path"):
+            return load_image(Path(record.image), name=f"image {record.image}")
+        return load_image(decode_base64_image(record.image), name="image column")
+    except BadRow:
+        raise
+    except OFAError as e:
+        msg = str(e)
+        raise BadRow(msg if msg.startswith(where) else f"{where}: {msg}", "image") from None
+
+
 class SampleBuilder:
     """Turns records of one task into samples. Build one with :func:`make_builder`."""
 
@@ -174,18 +191,7 @@ class SampleBuilder:
         return self.tok.encode(text, length=length)
 
     def load_image(self, record: Record):
-        from openofa.vision.io import decode_base64_image, load_image
-
-        where = record.where
-        try:
-            if record.extra.get("image_is_path"):
-                return load_image(Path(record.image), name=f"image {record.image}")
-            return load_image(decode_base64_image(record.image), name="image column")
-        except BadRow:
-            raise
-        except OFAError as e:
-            msg = str(e)
-            raise BadRow(msg if msg.startswith(where) else f"{where}: {msg}", "image") from None
+        return load_record_image(record)
 
     def patch_image(self, record: Record) -> torch.Tensor:
         from openofa.vision.transforms import to_tensor_normalized

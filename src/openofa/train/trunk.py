@@ -79,16 +79,12 @@ class TrunkTargets(torch.utils.data.Dataset):
         return len(self.reader)
 
     def __getitem__(self, index: int):
-        from openofa.data.records import BadRow
-        from openofa.vision.io import decode_base64_image, load_image
+        from openofa.data.pretrain import detection_objects
+        from openofa.data.samples import load_record_image
         from openofa.vision.transforms import OFA_MEAN, OFA_STD, resize_bicubic, to_tensor_normalized
 
         rec = self.reader.record(index)
-        try:
-            src = Path(rec.image) if rec.extra.get("image_is_path") else decode_base64_image(rec.image)
-            img = load_image(src, name=f"image {rec.image}" if rec.extra.get("image_is_path") else "image column")
-        except OFAError as e:
-            raise BadRow(f"{rec.where}: {e}", "image") from None
+        img = load_record_image(rec)
         w, h = img.size
         s, g = self.size, self.grid
         image = to_tensor_normalized(resize_bicubic(img, s, s), OFA_MEAN, OFA_STD)
@@ -96,9 +92,7 @@ class TrunkTargets(torch.utils.data.Dataset):
         words = torch.zeros(g, g, len(self.words))
         boxes = torch.zeros(g, g, 4)
         area = torch.full((g, g), math.inf)
-        for (x1, y1, x2, y2), name in zip(rec.extra.get("boxes") or [], rec.objects or []):
-            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or not (x1 < x2 and y1 < y2):
-                raise BadRow(f"{rec.where}: detection box {[x1, y1, x2, y2]} is empty, inverted or not finite", "box")
+        for (x1, y1, x2, y2), name in zip(*detection_objects(rec)):
             x1, x2 = x1 * s / w, x2 * s / w
             y1, y2 = y1 * s / h, y2 * s / h
             cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -177,13 +171,14 @@ def pretrain_trunk(cfg) -> dict[str, Any]:
         raise OFAError("task: trunk needs train_data: one detection file (e.g. detection.jsonl of ofa scenes)")
     if cfg.max_update <= 0:
         raise OFAError("task: trunk needs max_update > 0")
-    size = int((cfg.data or {}).get("patch_image_size") or 0)
     torch.manual_seed(cfg.seed)
-    model = build_model_for(cfg)
-    size = size or model.config.patch_image_size
+    model = build_model_for(cfg)  # its patch_image_size is the recipe's data.patch_image_size
+    size = model.config.patch_image_size
     data = TrunkTargets(cfg.train_data, size)
+    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    model.to(device)
     trunk = model.encoder.embed_images
-    head = TrunkHead(trunk.out_channels, len(data.words))
+    head = TrunkHead(trunk.out_channels, len(data.words)).to(device)
     params = list(trunk.parameters()) + list(head.parameters())
     opt = build_optimizer(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
                           weight_decay=cfg.weight_decay)
@@ -203,8 +198,9 @@ def pretrain_trunk(cfg) -> dict[str, Any]:
     trunk.train()
     updates, sums, history, start = 0, {}, [], time.time()
     while updates < cfg.max_update:
-        for image, obj, words, boxes in loader:
-            with torch.autocast("cpu" if not image.is_cuda else "cuda", dtype=dtype, enabled=autocast):
+        for batch in loader:
+            image, obj, words, boxes = (t.to(device) for t in batch)
+            with torch.autocast(device.type, dtype=dtype, enabled=autocast):
                 out = trunk_losses(head(trunk(image)), obj, words, boxes)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
@@ -224,5 +220,5 @@ def pretrain_trunk(cfg) -> dict[str, Any]:
                 sums = {}
             if updates >= cfg.max_update:
                 break
-    save_pretrained(final, model.config, model.state_dict())
+    save_pretrained(final, model.config, model.cpu().state_dict())
     return {"num_updates": updates, "run_dir": str(run_dir), "rank": 0, "log": history}
