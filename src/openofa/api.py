@@ -133,17 +133,21 @@ class OFA:
         return {"src_tokens": src.to(self.device), "src_lengths": lengths.to(self.device),
                 "patch_images": images, "patch_masks": masks}
 
-    def generate(self, examples: list[Example], defaults: dict[str, Any], constraints: Trie | None = None,
-                 task: str | None = None, **overrides: Any):
-        """Best hypothesis per example with the task's decoding ``defaults``, updated by the model's
+    def decoding(self, defaults: dict[str, Any], task: str | None = None, **overrides: Any) -> dict[str, Any]:
+        """The decoding settings :meth:`generate` uses: a task's ``defaults``, updated by the model's
         own settings for ``task`` (``task_settings["generation"][task]``), then by ``overrides``."""
         defaults = {**defaults, **dict(self.task_settings.get("generation", {}).get(task, {}))}
         known = {f.name for f in dataclasses.fields(GenerationConfig)}
         bad = sorted(set(overrides) - known)
         if bad:
             raise OFAError(f"unknown decoding option(s): {', '.join(bad)}")
-        settings = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
-        gen = SequenceGenerator(GenerationConfig(**settings))
+        return {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+
+    def generate(self, examples: list[Example], defaults: dict[str, Any], constraints: Trie | None = None,
+                 task: str | None = None, **overrides: Any):
+        """Best hypothesis per example with the task's decoding ``defaults``, updated by the model's
+        own settings for ``task`` (``task_settings["generation"][task]``), then by ``overrides``."""
+        gen = SequenceGenerator(GenerationConfig(**self.decoding(defaults, task, **overrides)))
         batch = self._collate(examples)
         prefix = None
         if any(e.prefix for e in examples):

@@ -43,6 +43,21 @@ def test_refcoco_samples_match_golden(tmp_path, npz):
     assert batch["ref"][0] == [20.0, 30.0, 80.0, 100.0]
 
 
+def test_refcoco_prompt_as_decoder_prefix(tmp_path):
+    # our small model's option: the grounding prompt goes to the decoder too, bins after it
+    pre = golden_preprocess()["refcoco"]
+    n = NAMES[0]
+    f = write_tsv(tmp_path / "refcoco_train.tsv", [[n, 0, pre[n]["text"], pre[n]["box"], b64(n, urlsafe=True)]])
+    plain = build_dataset("refcoco", f, split="train")[0]
+    s = build_dataset("refcoco", f, split="train", prompt_type="prev_output")[0]
+    src, bins = plain["source"].tolist(), plain["target"].tolist()[:-1]
+    assert len(bins) == 4 and s["source"].tolist() == src
+    assert s["prev_output_tokens"].tolist() == src[:-1] + bins
+    assert s["target"].tolist() == [PAD] * (len(src) - 2) + bins + [EOS]
+    assert s["prefix"].tolist() == src[1:-1]
+    assert torch.equal(s["patch_image"], plain["patch_image"])
+
+
 def _caption_file(tmp_path):
     cap = golden_preprocess()["caption"]
     rows = [[i, 100 + i, cap["captions"][n], "", b64(n)] for i, n in enumerate(cap["batch_order"])]

@@ -150,7 +150,8 @@ def reference_generate(model, src_tokens, *, beam_size=5, max_len_a=0, max_len_b
                     m = torch.full((V,), -math.inf)
                     m[allowed] = 0.0
                     logits = logits + m
-                if constraint_range is not None:
+                forced = pre is not None and step < len(pre) and step < L and pre[step] != pad
+                if constraint_range is not None and not forced:  # constraints start after the prefix
                     logits[4:constraint_range[0]] = -math.inf
                     logits[constraint_range[1]:] = -math.inf
                 lp = F.log_softmax(logits, -1)
@@ -169,7 +170,7 @@ def reference_generate(model, src_tokens, *, beam_size=5, max_len_a=0, max_len_b
                     lp = torch.full((V,), -math.inf)
                     lp[eos] = keep
                 n = no_repeat_ngram_size
-                if n > 0 and step + 2 - n >= 0:
+                if n > 0 and step + 2 - n >= 0 and not forced:  # a forced token is never blocked
                     seen = {}
                     for j in range(len(h) - n + 1):
                         seen.setdefault(tuple(h[j:j + n - 1]), []).append(h[j + n - 1])

@@ -1,3 +1,4 @@
+import math
 import random
 
 import pytest
@@ -118,3 +119,25 @@ def test_range_generation_stays_in_range():
             t = h.tokens.tolist()
             assert len(t) == 5 and t[-1] == 2
             assert all(x in (0, 3) or 24 <= x < 30 for x in t[:-1])
+
+
+def test_range_applies_after_a_prefix_of_other_tokens():
+    # grounding with the prompt as decoder prefix: text tokens are forced, then only location tokens;
+    # the prefix repeats a trigram, which must not block its own forced tokens
+    model = FakeModel(vocab_size=30, seed=5)
+    prefix = torch.tensor([[7, 8, 9, 7, 8, 9], [10, 11, 1, 1, 1, 1]])
+    settings = dict(beam_size=3, no_repeat_ngram_size=3, normalize_scores=False)
+    hyps = []
+    for b, n in enumerate([6, 2]):  # one generate per prefix length, lengths counted after the prefix
+        cfg = GenerationConfig(min_len=n + 4, max_len_b=n + 4, constraint_range="24,30", **settings)
+        hyps.append(SequenceGenerator(cfg).generate(model, SRC[b:b + 1], prefix_tokens=prefix[b:b + 1, :n])[0])
+        ref = reference_generate(model, SRC[b:b + 1], prefix_tokens=prefix[b:b + 1, :n], min_len=n + 4,
+                                 max_len_b=n + 4, constraint_range=(24, 30), **settings)[0]
+        assert [h.tokens.tolist() for h in hyps[-1]] == [r[0] for r in ref]
+        assert [h.score for h in hyps[-1]] == pytest.approx([r[1] for r in ref], abs=1e-5)
+    for hs, p in zip(hyps, [[7, 8, 9, 7, 8, 9], [10, 11]]):
+        assert hs and all(math.isfinite(h.score) for h in hs)
+        for h in hs:
+            t = h.tokens.tolist()
+            assert t[: len(p)] == p and t[-1] == 2 and len(t) == len(p) + 5
+            assert all(x in (0, 3) or 24 <= x < 30 for x in t[len(p):-1])  # the range keeps 0..3

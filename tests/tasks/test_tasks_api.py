@@ -71,6 +71,36 @@ def test_grounding_box_follows_location_tokens(ofa256, tiny_model):
         assert 0 <= r["box"][0] <= w and 0 <= r["box"][3] <= h
 
 
+def test_grounding_with_prompt_as_decoder_prefix(tiny_model):
+    # ground_prompt_type prev_output: the prompt is forced as a decoder prefix and the four bins
+    # follow it; prompts of different lengths decode in one call as they do one by one
+    from openofa.tasks.grounding import Grounding
+
+    ofa = OFA(tiny_model, image_size=256, task_settings={"prompt_type": "none", "ground_prompt_type": "prev_output"})
+    items = [{"image": IMG["a_200x150_rgb"], "text": "a yellow circle"},
+             {"image": IMG["b_640x480_rgb"], "text": "the big red square on the left"},
+             {"image": IMG["b_640x480_rgb"], "text": "a yellow circle"}]
+    together = ofa.run("ground", items)
+    assert together == [ofa.run("ground", [it])[0] for it in items]
+    cfg = tiny_model.config
+    task = Grounding()
+    for r, it in zip(together, items):
+        ex = task.prepare(ofa, **it)
+        assert ex.prefix == ex.src[1:-1]
+        hypo = task._generate(ofa, [ex], (cfg.bin_0, cfg.vocab_size), {})[0]
+        toks = hypo.tokens.tolist()
+        assert toks[: len(ex.prefix)] == ex.prefix and len(toks) == len(ex.prefix) + 5 and toks[-1] == cfg.eos
+        bins = [t - cfg.bin_0 for t in toks[len(ex.prefix):-1]]
+        assert all(0 <= b < cfg.num_bins for b in bins) and hypo.score == r["score"]
+        w, h = ex.info["w"], ex.info["h"]
+        v = [b / (cfg.num_bins - 1) * 512 for b in bins]
+        want = [min(v[0] / ex.info["w_ratio"], w), min(v[1] / ex.info["h_ratio"], h),
+                min(v[2] / ex.info["w_ratio"], w), min(v[3] / ex.info["h_ratio"], h)]
+        assert r["box"] == pytest.approx(want, rel=1e-5)
+    with pytest.raises(OFAError, match="ground_prompt_type"):
+        OFA(tiny_model, image_size=256, task_settings={"ground_prompt_type": "src"}).run("ground", items[:1])
+
+
 def test_entailment_scores_are_a_distribution_over_labels(ofa256):
     res = ofa256.run("entail", [{"image": IMG["b_640x480_rgb"], "hypothesis": "a yellow circle"},
                                 {"image": IMG["a_200x150_rgb"], "hypothesis": "two cats", "premise": "a red square"}])

@@ -321,9 +321,12 @@ class SampleBuilder:
         else:
             text = REFCOCO_PROMPT.format(pre_caption(r.text, self.max_src_length))
         src = [self.bos] + self.encode(text) + [self.eos]
-        return self._sample(r, src, list(tgt), out.patch_image,
-                            w_resize_ratio=out.w_resize_ratio, h_resize_ratio=out.h_resize_ratio,
-                            region_coord=torch.tensor(r.box, dtype=torch.float32))
+        sample = self._sample(r, src, list(tgt), out.patch_image,
+                              w_resize_ratio=out.w_resize_ratio, h_resize_ratio=out.h_resize_ratio,
+                              region_coord=torch.tensor(r.box, dtype=torch.float32))
+        if self.prompt_type != "none":  # not the original's grounding; our small model's choice
+            sample.update(self._with_prompt(src, list(tgt)))
+        return sample
 
     def _entail(self, r: Record) -> dict[str, Any]:
         image = self.patch_image(r)

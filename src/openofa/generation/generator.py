@@ -148,11 +148,16 @@ class SequenceGenerator:
                 allowed = constraints.mask(trie_state, logits.size(-1))
                 allowed |= (trie_from > step).unsqueeze(1)
                 logits = logits.masked_fill(~allowed, NEG_INF)
+            # rows whose prefix forces this step's token: constraints start after the prefix
+            forced = None
+            if prefix_tokens is not None and step < prefix_tokens.size(1) and step < max_len:
+                forced = prefix_tokens[:, step].ne(pad).repeat_interleave(beam)
             if token_range is not None:
-                logits = token_range.apply_(logits.clone() if trie_state is None else logits)
+                ranged = token_range.apply_(logits.clone() if trie_state is None or forced is not None else logits)
+                logits = ranged if forced is None else torch.where(forced.unsqueeze(1), logits, ranged)
             lprobs = F.log_softmax(logits.float(), dim=-1)
 
-            if prefix_tokens is not None and step < prefix_tokens.size(1) and step < max_len:
+            if forced is not None:
                 lprobs, tokens, scores, trie_state = self._force_prefix(
                     step, lprobs, scores, tokens, prefix_tokens, beam, pad, eos, trie_state
                 )
@@ -166,7 +171,11 @@ class SequenceGenerator:
                 lprobs[:, :eos] = NEG_INF
                 lprobs[:, eos + 1 :] = NEG_INF
             if cfg.no_repeat_ngram_size > 0:
+                # a forced prefix token is never blocked (a prompt may repeat an n-gram)
+                kept = lprobs[forced].clone() if forced is not None and bool(forced.any()) else None
                 _block_repeated_ngrams(tokens, lprobs, step, cfg.no_repeat_ngram_size, pad)
+                if kept is not None:
+                    lprobs[forced] = kept
 
             lprobs3 = lprobs.view(bsz, beam, -1)
             if cfg.sampling:

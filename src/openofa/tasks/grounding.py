@@ -5,6 +5,10 @@ the prompt ' which region does the text " {} " describe?', and the model emits f
 tokens ``<bin_x1> <bin_y1> <bin_x2> <bin_y2>`` (beam 5, exactly 4 tokens, no repeated trigram).
 Unlike the original we restrict decoding to location tokens (the original does not and can
 return text or a negative box), and return the box in original-image pixels, clamped to the image.
+
+A model whose task settings say ``ground_prompt_type: prev_output`` (the project's small model;
+not an official checkpoint) was trained with the prompt as a decoder prefix too, as VQA is: the
+prefix is forced, and the four location tokens follow it.
 """
 
 from __future__ import annotations
@@ -32,15 +36,37 @@ class Grounding(Task):
             src = tok.encode(REFCOCO_PROMPT_ZH.format(text.strip()), bos=True, eos=True)
         else:
             src = tok.encode(REFCOCO_PROMPT.format(pre_caption(text, self.max_src_length)), bos=True, eos=True)
-        return Example(src, tensor, info={"w": w, "h": h, "w_ratio": size / w, "h_ratio": size / h})
+        prompt_type = ofa.task_settings.get("ground_prompt_type", "none")
+        if prompt_type not in ("prev_output", "none"):
+            raise OFAError(f"ground: ground_prompt_type {prompt_type!r} is not supported (prev_output or none)")
+        prefix = src[1:-1] if prompt_type == "prev_output" else []
+        return Example(src, tensor, prefix, info={"w": w, "h": h, "w_ratio": size / w, "h_ratio": size / h})
+
+    def _generate(self, ofa, examples, rng, options):
+        """Hypotheses in input order; examples with a prefix are decoded in groups of one prefix
+        length, their length limits counted after the prefix."""
+        if not any(ex.prefix for ex in examples):
+            return ofa.generate(examples, self.generation, task=self.name, constraint_range=rng, **options)
+        settings = ofa.decoding(self.generation, self.name, **options)
+        groups: dict[int, list[int]] = {}
+        for i, ex in enumerate(examples):
+            groups.setdefault(len(ex.prefix), []).append(i)
+        hypos = [None] * len(examples)
+        for n, idx in groups.items():
+            opts = {**options, "min_len": settings["min_len"] + n, "max_len_b": settings["max_len_b"] + n}
+            for i, h in zip(idx, ofa.generate([examples[i] for i in idx], self.generation, task=self.name,
+                                              constraint_range=rng, **opts)):
+                hypos[i] = h
+        return hypos
 
     def predict(self, ofa, examples, restrict_to_bins: bool = True, **options):
         cfg = ofa.model.config
         rng = (cfg.bin_0, cfg.vocab_size) if restrict_to_bins else None
-        hypos = ofa.generate(examples, self.generation, task=self.name, constraint_range=rng, **options)
+        hypos = self._generate(ofa, examples, rng, options)
         out = []
         for ex, h in zip(examples, hypos):
             ids = h.tokens[:-1] if len(h.tokens) and int(h.tokens[-1]) == cfg.eos else h.tokens
+            ids = ids[len(ex.prefix):]
             bins = [int(t) - cfg.bin_0 for t in ids[:4]]
             if len(bins) < 4 or any(b < 0 or b >= cfg.num_bins for b in bins):
                 out.append({"box": None, "score": h.score, "tokens": [int(t) for t in ids]})
