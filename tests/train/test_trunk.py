@@ -128,3 +128,55 @@ def test_trunk_loss_falls(tmp_path):
     first, last = out["log"][0]["loss"], out["log"][-1]["loss"]
     assert last < 0.7 * first
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_box_bins_quantize_like_the_grounding_targets(tmp_path):
+    from openofa.text.locations import quantize_box
+    from openofa.train.trunk import box_bins
+
+    objects = [[3.0, 5.0, 40.0, 30.0, 0, "large red circle"], [50.0, 44.0, 62.5, 63.0, 1, "small blue star"]]
+    ds = TrunkTargets(_write_detection(tmp_path, objects), 64)
+    _, obj, _, boxes = ds[0]
+    bins = box_bins(boxes, 64, 32)
+    cells = obj.nonzero().tolist()
+    assert len(cells) == 2
+    for o in objects:
+        i, j = int((o[1] + o[3]) / 2 // STRIDE), int((o[0] + o[2]) / 2 // STRIDE)
+        assert [i, j] in cells
+        assert bins[i, j].tolist() == quantize_box(o[:4], num_bins=32, max_image_size=64)
+
+
+def test_embedding_head_trains_the_patch_and_token_embeddings(tmp_path):
+    """trunk_head: embedding: the loss falls, and besides the trunk the patch embedding path and
+    the rows of the name words and location tokens change; the transformer layers and the other
+    token rows stay as initialised."""
+    from openofa.checkpoints import load_checkpoint
+    from openofa.train.recipe import config_from_mapping
+    from openofa.train.trunk import pretrain_trunk
+
+    files = write_dataset(tmp_path / "scenes", n=16, seed=300, image_size=64)
+    run = tmp_path / "run"
+    cfg = config_from_mapping({"task": "trunk", "model": "mini", "train_data": str(files["detection"]),
+                               "data": {"patch_image_size": 64, "trunk_head": "embedding"}, "batch_size": 16,
+                               "lr": 3e-3, "weight_decay": 0.0, "max_update": 40, "log_every": 10, "seed": 0,
+                               "run_dir": str(run), "precision": "fp32"})
+    out = pretrain_trunk(cfg)
+    assert out["log"][-1]["loss"] < 0.7 * out["log"][0]["loss"]
+    from openofa.train.cli import build_model_for
+
+    torch.manual_seed(0)  # the stage's seed: the weights it started from
+    sd0 = build_model_for(cfg).state_dict()
+    config, sd, _ = load_checkpoint(run / "final")
+    changed = {k for k in sd if not torch.equal(sd[k], sd0[k])}
+    assert "encoder.image_proj.weight" in changed and "encoder.embed_image_positions.weight" in changed
+    assert any(k.startswith("encoder.embed_images.") for k in changed)
+    assert not any(k.startswith(("encoder.layers.", "decoder.layers.")) for k in changed)
+    from openofa.text.tokenizer import OFATokenizer
+
+    tok = OFATokenizer.for_config(config)
+    rows = (sd["encoder.embed_tokens.weight"] != sd0["encoder.embed_tokens.weight"]).any(1).nonzero().view(-1)
+    words = {tok.encode(" " + w)[0] for w in TrunkTargets(files["detection"], 64).words}
+    assert {r for r in rows.tolist() if r < config.bin_0} == words  # the name words' rows, no others
+    assert int((rows >= config.bin_0).sum()) > 0
+    with pytest.raises(OFAError, match="trunk_head"):
+        pretrain_trunk(config_from_mapping({**cfg.__dict__, "data": {"patch_image_size": 64, "trunk_head": "x"}}))

@@ -126,7 +126,59 @@ class TrunkHead(nn.Module):
         return z[..., 0], z[..., 1:1 + self.num_words], z[..., 1 + self.num_words:]
 
 
-def trunk_losses(pred, obj: torch.Tensor, words: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+class EmbeddingHead(nn.Module):
+    """The head that also trains the model's own embeddings: it reads the encoder's patch
+    embeddings (``image_proj``, type and position embeddings, ``patch_layernorm_embedding``), scores
+    each word of a name by the dot product with that word's token embedding, and each box edge
+    as a classification over the location tokens' embeddings (through one throw-away linear map
+    per edge). A patch then starts out close to the words that name it, and its box is a linear
+    read-out onto the tokens the decoder emits for grounding. Returns what :class:`TrunkHead`
+    returns, with box logits ``(B, G, G, 4, num_bins)`` in place of the distances."""
+
+    def __init__(self, model, word_ids: list[int]) -> None:
+        super().__init__()
+        cfg = model.config
+        dim = cfg.encoder_embed_dim
+        self.encoder = model.encoder
+        self.register_buffer("word_ids", torch.tensor(word_ids, dtype=torch.long), persistent=False)
+        self.bin_0, self.num_bins = int(cfg.bin_0), int(cfg.num_bins)
+        self.objectness = nn.Linear(dim, 1)
+        self.word_bias = nn.Parameter(torch.zeros(len(word_ids)))
+        self.word_scale = nn.Parameter(torch.tensor(1.0))
+        self.edges = nn.Linear(dim, 4 * dim)
+
+    def forward(self, images: torch.Tensor):
+        x, h, w = self.encoder.embed_image(images)  # B, G*G, D
+        table = self.encoder.embed_tokens.weight
+        words = (x @ table[self.word_ids].t()) * self.word_scale + self.word_bias
+        edges = self.edges(x).view(*x.shape[:2], 4, -1)
+        bins = edges @ table[self.bin_0:self.bin_0 + self.num_bins].t()
+        g = (x.shape[0], h, w)
+        return (self.objectness(x).float().view(*g), words.float().view(*g, -1),
+                bins.float().view(*g, 4, self.num_bins))
+
+    def parameters_to_train(self):
+        """The head's own parameters and the encoder parts it reads (the trunk is added by the caller)."""
+        enc = self.encoder
+        own = [self.objectness.weight, self.objectness.bias, self.word_bias, self.word_scale,
+               self.edges.weight, self.edges.bias]
+        return own + [*enc.image_proj.parameters(), enc.type_embedding.weight, enc.embed_image_positions.weight,
+                      *enc.patch_layernorm_embedding.parameters(), enc.embed_tokens.weight]
+
+
+def box_bins(boxes: torch.Tensor, size: int, num_bins: int) -> torch.Tensor:
+    """Per-cell edge distances (the targets of :class:`TrunkTargets`) -> absolute location bins
+    ``round(edge / size * (num_bins - 1))``, as the grounding targets quantize boxes."""
+    g = boxes.shape[-2]
+    centre = (torch.arange(g, dtype=boxes.dtype, device=boxes.device) + 0.5) * STRIDE
+    cx, cy = centre.view(1, g), centre.view(g, 1)
+    d = boxes * BOX_UNIT
+    edges = torch.stack([cx - d[..., 0], cy - d[..., 1], cx + d[..., 2], cy + d[..., 3]], -1)
+    return (edges / size * (num_bins - 1)).round().clamp(0, num_bins - 1).long()
+
+
+def trunk_losses(pred, obj: torch.Tensor, words: torch.Tensor, boxes: torch.Tensor, *,
+                 size: int | None = None) -> dict[str, torch.Tensor]:
     """Objectness (mean over cells), words (summed over words, mean over object cells) and box L1
     (mean over object cells and edges, x5); plus detached accuracies for the log: all words of
     the name right, and box IoU >= 0.5, over object cells."""
@@ -135,13 +187,30 @@ def trunk_losses(pred, obj: torch.Tensor, words: torch.Tensor, boxes: torch.Tens
     n = pos.sum().clamp(min=1)
     out = {"obj": F.binary_cross_entropy_with_logits(p_obj, obj)}
     out["words"] = F.binary_cross_entropy_with_logits(p_words[pos], words[pos], reduction="sum") / n
-    out["box"] = 5.0 * F.l1_loss(p_box[pos], boxes[pos], reduction="sum") / (4 * n)
+    if p_box.dim() == boxes.dim() + 1:  # box edges as location-token logits (EmbeddingHead)
+        nb = p_box.shape[-1]
+        target = box_bins(boxes, size, nb)[pos]
+        out["box"] = F.cross_entropy(p_box[pos].reshape(-1, nb), target.reshape(-1), reduction="sum") / (4 * n)
+        with torch.no_grad():
+            got = p_box[pos].argmax(-1)
+    else:
+        out["box"] = 5.0 * F.l1_loss(p_box[pos], boxes[pos], reduction="sum") / (4 * n)
     out["loss"] = out["obj"] + out["words"] + out["box"]
     with torch.no_grad():
         right = ((p_words[pos] > 0) == (words[pos] > 0.5)).all(-1).float()
         out["name_acc"] = right.sum() / n
-        out["box_iou50"] = (_iou(p_box[pos], boxes[pos]) >= 0.5).float().sum() / n
+        if p_box.dim() == boxes.dim() + 1:
+            iou = _iou(_as_distances(got.float()), _as_distances(target.float()))
+        else:
+            iou = _iou(p_box[pos], boxes[pos])
+        out["box_iou50"] = (iou >= 0.5).float().sum() / n
     return out
+
+
+def _as_distances(bins: torch.Tensor) -> torch.Tensor:
+    """Absolute (x1, y1, x2, y2) -> distances from the origin, the (left, top, right, bottom)
+    form :func:`_iou` takes."""
+    return torch.stack([-bins[:, 0], -bins[:, 1], bins[:, 2], bins[:, 3]], -1)
 
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -178,8 +247,20 @@ def pretrain_trunk(cfg) -> dict[str, Any]:
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     model.to(device)
     trunk = model.encoder.embed_images
-    head = TrunkHead(trunk.out_channels, len(data.words)).to(device)
-    params = list(trunk.parameters()) + list(head.parameters())
+    kind = (cfg.data or {}).get("trunk_head", "dense")
+    if kind == "dense":
+        head = TrunkHead(trunk.out_channels, len(data.words)).to(device)
+        params = list(trunk.parameters()) + list(head.parameters())
+        features = trunk
+    elif kind == "embedding":
+        from openofa.train.cli import _tokenizer
+
+        tok = _tokenizer(model.config)
+        head = EmbeddingHead(model, [tok.encode(" " + w)[0] for w in data.words]).to(device)
+        params = list(trunk.parameters()) + head.parameters_to_train()
+        features = nn.Identity()
+    else:
+        raise OFAError(f"task: trunk: data.trunk_head must be dense or embedding, got {kind!r}")
     opt = build_optimizer(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
                           weight_decay=cfg.weight_decay)
     total = cfg.total_num_update or cfg.max_update
@@ -201,7 +282,7 @@ def pretrain_trunk(cfg) -> dict[str, Any]:
         for batch in loader:
             image, obj, words, boxes = (t.to(device) for t in batch)
             with torch.autocast(device.type, dtype=dtype, enabled=autocast):
-                out = trunk_losses(head(trunk(image)), obj, words, boxes)
+                out = trunk_losses(head(features(image)), obj, words, boxes, size=size)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if cfg.clip_norm > 0:
