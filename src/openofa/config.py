@@ -55,6 +55,10 @@ class OFAConfig:
     # add the position embeddings to the encoder's token and patch embeddings too, not only to the
     # attention bias (the original's --entangle-position-embedding; off in every official model)
     entangle_position_embedding: bool = False
+    # how training from scratch initialises the rows of <bin_k>: "normal" like every other token,
+    # or "fourier" (cos/sin of k at geometric periods, so neighbouring bins start out similar and a
+    # box edge is a smooth read-out; the project's small model)
+    location_embedding_init: str = "normal"
     # normformer-style extras used by every official checkpoint
     scale_attn: bool = True
     scale_fc: bool = True
@@ -187,7 +191,7 @@ _REGISTRY = {
     # the project's own small model (trained on procedural scenes, shipped inside the package)
     "mini": lambda: _size((3, 3), 96, 4, 384, "resnet-small", resnet_width=32, max_source_positions=128,
                           max_target_positions=64, image_bucket_size=16, text_vocab="scenes",
-                          entangle_position_embedding=True,
+                          entangle_position_embedding=True, location_embedding_init="fourier",
                           num_bins=MINI_BINS, code_dict_size=0,
                           vocab_size=_subset_vocab_size("en", "scenes", MINI_BINS, 0)),
     "base-zh": lambda: _size((6, 6), 768, 12, 3072, "resnet101", vocab_size=ZH_VOCAB_SIZE, language="zh"),

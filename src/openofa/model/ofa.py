@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from openofa.config import OFAConfig
+from openofa.errors import OFAError
 from openofa.model.decoder import Decoder, DecoderCache
 from openofa.model.encoder import Encoder, EncoderOutput
 
@@ -121,3 +124,21 @@ def init_weights(model: OFAModel) -> None:
         elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    cfg = model.config
+    if cfg.location_embedding_init == "fourier" and cfg.num_bins:
+        table = model.encoder.embed_tokens.weight
+        table[cfg.bin_0:cfg.bin_0 + cfg.num_bins] = fourier_rows(cfg.num_bins, table.shape[1]).to(table.dtype)
+    elif cfg.location_embedding_init != "normal":
+        raise OFAError(f"location_embedding_init must be normal or fourier, got {cfg.location_embedding_init!r}")
+
+
+def fourier_rows(n: int, dim: int) -> torch.Tensor:
+    """(n, dim) rows ``[cos(2 pi k / P_j), sin(2 pi k / P_j)]`` for k < n, periods P_j geometric
+    from 2n down to 3, scaled to norm 1 (the norm of a normal(0, dim^-0.5) row): the dot product
+    of two rows falls off smoothly with the distance between their k."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    periods = torch.logspace(math.log10(2 * n), math.log10(3.0), dim // 2, dtype=torch.float64)[None]
+    rows = torch.zeros(n, dim, dtype=torch.float64)
+    rows[:, : dim // 2] = torch.cos(2 * math.pi * k / periods)
+    rows[:, dim // 2 : 2 * (dim // 2)] = torch.sin(2 * math.pi * k / periods)
+    return (rows / math.sqrt(dim // 2)).float()
