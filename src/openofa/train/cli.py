@@ -278,14 +278,20 @@ def task_evaluate(cfg, model_config, valid) -> Any:
         elif task == "classify":
             options.setdefault("classes", candidates)
 
+    settings = None
+    if data.get("prompt_type"):  # decode as trained: grounding has its own key (ground_prompt_type)
+        from openofa.data.layouts import canonical_task
+
+        key = "ground_prompt_type" if canonical_task(cfg.task) == "ground" else "prompt_type"
+        settings = {key: data["prompt_type"]}
+
     def evaluate(model) -> dict[str, float]:
         from openofa.api import OFA
         from openofa.evaluate import evaluate as run_eval
 
         net = getattr(model, "module", model)
         was_training = net.training
-        ofa = OFA(net.eval(), image_size=data.get("patch_image_size"),
-                  task_settings={"prompt_type": data.get("prompt_type")} if data.get("prompt_type") else None)
+        ofa = OFA(net.eval(), image_size=data.get("patch_image_size"), task_settings=settings)
         try:
             metrics = run_eval(ofa, cfg.task, valid_path, split="valid", columns=data.get("columns"),
                                limit=limit, batch_size=cfg.batch_size, progress=False, **options)
