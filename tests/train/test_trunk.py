@@ -54,6 +54,30 @@ def test_the_smaller_box_owns_a_shared_cell_and_boxes_scale_with_the_image(tmp_p
     assert torch.allclose(boxes[0, 0] * BOX_UNIT, torch.tensor([8 - 2.0, 8 - 2.0, 8 - 8.0, 8 - 8.0]))
 
 
+def test_box_cells_cover_the_object_and_the_smaller_box_keeps_its_cells(tmp_path):
+    # 64 px, 4x4 grid of 16-px cells (centres 8, 24, 40, 56): the big box covers cell centres
+    # x, y in {8, 24, 40}; the small one (centre 28, 28) owns cell (1, 1) and the cell of its centre
+    from openofa.train.trunk import box_bins
+
+    objects = [[2.0, 2.0, 46.0, 46.0, 0, "large red square"], [20.0, 20.0, 36.0, 36.0, 1, "small blue star"]]
+    path = _write_detection(tmp_path, objects)
+    _, obj_c, _, _ = TrunkTargets(path, 64)[0]
+    assert obj_c.nonzero().tolist() == [[1, 1]]  # "centre": both centres fall in (1, 1), the small box wins
+    data = TrunkTargets(path, 64, cells="box")
+    _, obj, words, boxes = data[0]
+    assert sorted(map(tuple, obj.nonzero().tolist())) == [(i, j) for i in range(3) for j in range(3)]
+    bins = box_bins(boxes, 64, 64)
+    for i in range(3):
+        for j in range(3):
+            small = (i, j) == (1, 1)
+            name = {data.words[k] for k in words[i, j].nonzero().flatten().tolist()}
+            assert name == set(objects[small][5].split())
+            want = [round(v / 64 * 63) for v in objects[small][:4]]
+            assert bins[i, j].tolist() == want
+    with pytest.raises(OFAError, match="trunk_cells"):
+        TrunkTargets(path, 64, cells="all")
+
+
 def test_iou_of_distance_boxes():
     a = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
     b = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])

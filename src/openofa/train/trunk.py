@@ -53,13 +53,20 @@ BOX_UNIT = 2 * STRIDE  # box distances are predicted in units of two cells
 
 class TrunkTargets(torch.utils.data.Dataset):
     """``(image, objectness, words, boxes)`` per detection row: the normalised image at
-    ``size`` and, per grid cell, 1 where a box centre falls, the multi-hot words of that
-    object's name and its four edge distances."""
+    ``size`` and, per grid cell, 1 where an object is, the multi-hot words of that object's name
+    and its four edge distances from the cell's centre.
+
+    ``cells``: which cells stand for an object: ``"centre"``, the cell holding its box centre;
+    ``"box"``, also every cell whose centre lies inside its box (so any cell of an object can
+    tell its name and box). Where objects share a cell the smaller box wins."""
 
     def __init__(self, path: str | Path, size: int, *, words: list[str] | None = None, split: str = "train",
-                 image_root: str | Path | None = None) -> None:
+                 image_root: str | Path | None = None, cells: str = "centre") -> None:
         from openofa.data.dataset import open_records
 
+        if cells not in ("centre", "box"):
+            raise OFAError(f"trunk pretraining: data.trunk_cells must be centre or box, got {cells!r}")
+        self.cells = cells
         if size % STRIDE:
             raise OFAError(f"trunk pretraining: patch_image_size must be a multiple of {STRIDE}, got {size}")
         self.reader = open_records("detection", path, split=split, shard=None, image_root=image_root)
@@ -98,18 +105,24 @@ class TrunkTargets(torch.utils.data.Dataset):
             cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
             if not (0 <= cx < s and 0 <= cy < s):
                 continue  # centre outside the image: no cell owns it
-            i, j = int(cy // STRIDE), int(cx // STRIDE)
+            owned = [(int(cy // STRIDE), int(cx // STRIDE))]
+            if self.cells == "box":  # every cell whose centre is inside the box
+                inside = lambda lo, hi: range(max(0, math.ceil(lo / STRIDE - 0.5)),  # noqa: E731
+                                              min(g, math.floor(hi / STRIDE - 0.5) + 1))
+                owned += [(i, j) for i in inside(y1, y2) for j in inside(x1, x2) if (i, j) != owned[0]]
             a = (x2 - x1) * (y2 - y1)
-            if a >= area[i, j]:
-                continue
-            area[i, j] = a
-            ccx, ccy = (j + 0.5) * STRIDE, (i + 0.5) * STRIDE
-            obj[i, j] = 1.0
-            words[i, j] = 0.0
+            hot = torch.zeros(len(self.words))
             for word in name.split():
                 if word in self.word_index:
-                    words[i, j, self.word_index[word]] = 1.0
-            boxes[i, j] = torch.tensor([ccx - x1, ccy - y1, x2 - ccx, y2 - ccy]) / BOX_UNIT
+                    hot[self.word_index[word]] = 1.0
+            for i, j in owned:
+                if a >= area[i, j]:
+                    continue
+                area[i, j] = a
+                ccx, ccy = (j + 0.5) * STRIDE, (i + 0.5) * STRIDE
+                obj[i, j] = 1.0
+                words[i, j] = hot
+                boxes[i, j] = torch.tensor([ccx - x1, ccy - y1, x2 - ccx, y2 - ccy]) / BOX_UNIT
         return image, obj, words, boxes
 
 
@@ -243,7 +256,7 @@ def pretrain_trunk(cfg) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = build_model_for(cfg)  # its patch_image_size is the recipe's data.patch_image_size
     size = model.config.patch_image_size
-    data = TrunkTargets(cfg.train_data, size)
+    data = TrunkTargets(cfg.train_data, size, cells=(cfg.data or {}).get("trunk_cells", "centre"))
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     model.to(device)
     trunk = model.encoder.embed_images
