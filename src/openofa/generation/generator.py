@@ -152,9 +152,10 @@ class SequenceGenerator:
             forced = None
             if prefix_tokens is not None and step < prefix_tokens.size(1) and step < max_len:
                 forced = prefix_tokens[:, step].ne(pad).repeat_interleave(beam)
-            if token_range is not None:
-                ranged = token_range.apply_(logits.clone() if trie_state is None or forced is not None else logits)
-                logits = ranged if forced is None else torch.where(forced.unsqueeze(1), logits, ranged)
+            if token_range is not None and forced is None:
+                logits = token_range.apply_(logits.clone() if trie_state is None else logits)
+            elif token_range is not None:  # forced rows keep their logits
+                logits = torch.where(forced.unsqueeze(1), logits, token_range.apply_(logits.clone()))
             lprobs = F.log_softmax(logits.float(), dim=-1)
 
             if forced is not None:

@@ -181,13 +181,15 @@ class EmbeddingHead(nn.Module):
 
 def box_bins(boxes: torch.Tensor, size: int, num_bins: int) -> torch.Tensor:
     """Per-cell edge distances (the targets of :class:`TrunkTargets`) -> absolute location bins
-    ``round(edge / size * (num_bins - 1))``, as the grounding targets quantize boxes."""
+    quantized as the grounding targets are (edges outside the image count as on its border)."""
+    from openofa.text.locations import quantize_box
+
     g = boxes.shape[-2]
     centre = (torch.arange(g, dtype=boxes.dtype, device=boxes.device) + 0.5) * STRIDE
     cx, cy = centre.view(1, g), centre.view(g, 1)
     d = boxes * BOX_UNIT
     edges = torch.stack([cx - d[..., 0], cy - d[..., 1], cx + d[..., 2], cy + d[..., 3]], -1)
-    return (edges / size * (num_bins - 1)).round().clamp(0, num_bins - 1).long()
+    return quantize_box(edges.clamp(0, size), num_bins=num_bins, max_image_size=size)
 
 
 def trunk_losses(pred, obj: torch.Tensor, words: torch.Tensor, boxes: torch.Tensor, *,
@@ -205,17 +207,15 @@ def trunk_losses(pred, obj: torch.Tensor, words: torch.Tensor, boxes: torch.Tens
         target = box_bins(boxes, size, nb)[pos]
         out["box"] = F.cross_entropy(p_box[pos].reshape(-1, nb), target.reshape(-1), reduction="sum") / (4 * n)
         with torch.no_grad():
-            got = p_box[pos].argmax(-1)
+            iou = _iou(_as_distances(p_box[pos].argmax(-1).float()), _as_distances(target.float()))
     else:
         out["box"] = 5.0 * F.l1_loss(p_box[pos], boxes[pos], reduction="sum") / (4 * n)
+        with torch.no_grad():
+            iou = _iou(p_box[pos], boxes[pos])
     out["loss"] = out["obj"] + out["words"] + out["box"]
     with torch.no_grad():
         right = ((p_words[pos] > 0) == (words[pos] > 0.5)).all(-1).float()
         out["name_acc"] = right.sum() / n
-        if p_box.dim() == boxes.dim() + 1:
-            iou = _iou(_as_distances(got.float()), _as_distances(target.float()))
-        else:
-            iou = _iou(p_box[pos], boxes[pos])
         out["box_iou50"] = (iou >= 0.5).float().sum() / n
     return out
 
@@ -256,19 +256,20 @@ def pretrain_trunk(cfg) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = build_model_for(cfg)  # its patch_image_size is the recipe's data.patch_image_size
     size = model.config.patch_image_size
-    data = TrunkTargets(cfg.train_data, size, cells=(cfg.data or {}).get("trunk_cells", "centre"))
+    options = cfg.data or {}
+    data = TrunkTargets(cfg.train_data, size, cells=options.get("trunk_cells", "centre"))
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     model.to(device)
     trunk = model.encoder.embed_images
-    kind = (cfg.data or {}).get("trunk_head", "dense")
+    kind = options.get("trunk_head", "dense")
     if kind == "dense":
         head = TrunkHead(trunk.out_channels, len(data.words)).to(device)
         params = list(trunk.parameters()) + list(head.parameters())
         features = trunk
     elif kind == "embedding":
-        from openofa.train.cli import _tokenizer
+        from openofa.text.tokenizer import OFATokenizer
 
-        tok = _tokenizer(model.config)
+        tok = OFATokenizer.for_config(model.config)
         head = EmbeddingHead(model, [tok.encode(" " + w)[0] for w in data.words]).to(device)
         params = list(trunk.parameters()) + head.parameters_to_train()
         features = nn.Identity()
