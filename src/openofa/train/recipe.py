@@ -89,6 +89,7 @@ class TrainConfig:
     freeze_embedding: bool = False  # the shared token embedding (= output projection)
     freeze_resnet: bool = False  # the whole image trunk
     freeze_bn: bool = False  # only the trunk's batch norms (the original's --freeze-resnet)
+    image_feature_cache_mb: float = 0.0  # with freeze_resnet: remember the trunk's features (0 = off)
     # ---- precision and memory --------------------------------------------------------------------------
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling)
     fp16_init_scale: float = 128.0
@@ -143,6 +144,10 @@ class TrainConfig:
                     "drop_worst_after", "ignore_prefix_size", "ema_start_update"):
             if getattr(self, key) < 0:
                 raise bad(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.image_feature_cache_mb < 0:
+            raise bad("image_feature_cache_mb", f"must be >= 0, got {self.image_feature_cache_mb}")
+        if self.image_feature_cache_mb and not self.freeze_resnet:
+            raise bad("image_feature_cache_mb", "needs freeze_resnet: true (a trunk that trains changes its features)")
         if self.max_epoch == 0 and self.max_update == 0:
             raise bad("max_epoch", "set max_epoch or max_update (both are 0)")
         if self.lr <= 0:

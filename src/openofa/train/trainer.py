@@ -41,6 +41,7 @@ from openofa.train.checkpoint import (FORMAT, FORMAT_VERSION, apply_state, atomi
 from openofa.train.distributed import (DistInfo, all_gather_object, all_reduce_sum, barrier, broadcast_object,
                                        enable_activation_checkpointing, init_distributed, is_fsdp, no_grad_sync,
                                        unwrap, wrap_model)
+from openofa.train.feature_cache import attach_feature_cache
 from openofa.train.logs import RunLog
 from openofa.train.loss import LabelSmoothedCrossEntropy, LossOutput
 from openofa.train.optim import (EMA, PolynomialDecaySchedule, apply_freezing, build_optimizer, clip_grad_norm,
@@ -206,6 +207,8 @@ class Trainer:
         apply_freezing(model, freeze_embedding=cfg.freeze_embedding, freeze_resnet=cfg.freeze_resnet,
                        freeze_bn=cfg.freeze_bn)
         model.to(self.device)
+        self.feature_cache = attach_feature_cache(model, cfg.image_feature_cache_mb) \
+            if cfg.image_feature_cache_mb else None
         if cfg.activation_checkpointing:
             enable_activation_checkpointing(model)
         self.model = wrap_model(model, self.info, parallel=cfg.parallel,
@@ -592,6 +595,10 @@ class Trainer:
                     self._train_epoch()
             finally:
                 self.log.close_bar()
+            if self.feature_cache is not None:
+                c = self.feature_cache
+                self.log.echo(f"image feature cache: {c.hits:,} hits, {c.misses:,} misses, "
+                              f"{len(c.store):,} images in {c.bytes / 2**20:.0f} MiB")
             if p.last_validated != p.num_updates and (cfg.validate_every_updates or cfg.validate_every_epochs):
                 self.validate()
             p.finished = True

@@ -1,0 +1,90 @@
+"""Keep a frozen image trunk's features in memory, so each training image runs through it once.
+
+With ``freeze_resnet: true`` the trunk is a fixed function of the image tensor, and when the
+data's image transform is deterministic (the scenes recipe, any fixed resize) the same tensors
+come back every epoch and in every task of a mixture: their features can be remembered instead
+of recomputed. ``image_feature_cache_mb: N`` in a recipe does that, up to N MiB of features.
+
+The key is the image tensor's bytes (Python's 64-bit hash of them, with the shape), so a cached
+result is only ever returned for the very same pixels: a randomly augmented image simply misses.
+Nothing is approximated; a batch with any miss runs the trunk on the missing images only.
+
+Why not precompute the features into a file: the cache needs no extra command, works for every
+task, data layout and mixture the trainer reads, and cannot go stale when the data or the trunk
+changes, since it lives only as long as the run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TrunkFeatureCache:
+    """Callable used in place of a frozen trunk's ``forward``: ``images (B, 3, H, W)`` -> features.
+
+    ``max_bytes``: stop adding entries once the stored features take this much memory (the
+    entries already there keep being used). Features computed under autocast and without it are
+    kept apart, so a result always has the dtype the trunk itself would return."""
+
+    def __init__(self, trunk: nn.Module, max_bytes: int) -> None:
+        self.trunk = trunk
+        self.trunk_forward = type(trunk).forward.__get__(trunk)
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.store: dict[tuple, torch.Tensor] = {}
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(image: torch.Tensor) -> tuple:
+        """The pixels' 64-bit hash with the shape and dtype (two of 10^5 distinct images collide
+        with a chance of about 10^-9)."""
+        return (tuple(image.shape), image.dtype, hash(image.detach().cpu().contiguous().numpy().tobytes()))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.trunk.training or any(p.requires_grad for p in self.trunk.parameters()):
+            raise RuntimeError("the image feature cache needs a frozen trunk (freeze_resnet: true)")
+        kind = images.device.type
+        mode = (kind, torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind))
+        keys = [(mode, *self.key(img)) for img in images]
+        missing = [i for i, k in enumerate(keys) if k not in self.store]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        fresh: dict[int, torch.Tensor] = {}
+        if missing:
+            with torch.no_grad():
+                out = self.trunk_forward(images if len(missing) == len(keys) else images[missing])
+            if len(missing) == len(keys):
+                self._keep(keys, out)
+                return out
+            fresh = dict(zip(missing, out))
+            self._keep([keys[i] for i in missing], out)
+        return torch.stack([fresh[i] if i in fresh else self.store[k] for i, k in enumerate(keys)])
+
+    def __deepcopy__(self, memo: dict):
+        """A copy of the model (the EMA model) gets the trunk's plain forward, not a second cache."""
+        trunk = memo.get(id(self.trunk), self.trunk)
+        return type(trunk).forward.__get__(trunk)
+
+    def _keep(self, keys: list[tuple], feats: torch.Tensor) -> None:
+        for k, feat in zip(keys, feats):
+            size = feat.numel() * feat.element_size()
+            if k not in self.store and self.bytes + size <= self.max_bytes:
+                self.store[k] = feat.clone()
+                self.bytes += size
+
+
+def attach_feature_cache(model: nn.Module, max_mb: float) -> TrunkFeatureCache:
+    """Route ``model.encoder.embed_images`` (the frozen trunk) through a new cache of at most
+    ``max_mb`` MiB. Only the instance's ``forward`` changes: parameters, buffers and state-dict
+    keys stay the same, so checkpoints are unaffected. :func:`detach_feature_cache` undoes it."""
+    trunk = model.encoder.embed_images
+    cache = TrunkFeatureCache(trunk, int(max_mb * 2**20))
+    trunk.forward = cache
+    return cache
+
+
+def detach_feature_cache(model: nn.Module) -> None:
+    trunk = model.encoder.embed_images
+    if isinstance(trunk.__dict__.get("forward"), TrunkFeatureCache):
+        del trunk.forward
