@@ -59,6 +59,24 @@ def test_adamw_decays_every_trainable_parameter_in_one_group():
         build_optimizer([], lr=1e-3)
 
 
+def test_adamw_on_cpu_uses_the_fused_kernel_with_the_same_steps():
+    torch.manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 4, 2)]
+    runs = []
+    for fused in (True, False):
+        params = [nn.Parameter(torch.randn(s, generator=torch.Generator().manual_seed(i))) for i, s in enumerate(shapes)]
+        opt = build_optimizer(params, lr=1e-2, betas=(0.9, 0.98), weight_decay=0.01) if fused else \
+            torch.optim.AdamW(params, lr=1e-2, betas=(0.9, 0.98), weight_decay=0.01)
+        assert bool(opt.defaults["fused"]) == fused
+        for step in range(3):
+            for i, p in enumerate(params):
+                p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(100 * step + i))
+            opt.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
 def test_clip_grad_norm_returns_norm_before_clipping():
     p = nn.Parameter(torch.zeros(4))
     p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])

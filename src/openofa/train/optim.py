@@ -86,6 +86,9 @@ def lr_scale_groups(named_params: Iterable[tuple[str, nn.Parameter]], scales: di
     return [{"params": ps, "lr_scale": scale} for scale, ps in groups.items()]
 
 
+_TORCH_VERSION = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+
+
 def build_optimizer(params: Iterable[nn.Parameter] | list[dict], *, lr: float,
                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                     weight_decay: float = 0.01) -> torch.optim.Optimizer:
@@ -96,8 +99,11 @@ def build_optimizer(params: Iterable[nn.Parameter] | list[dict], *, lr: float,
         raise OFAError("nothing to train: every parameter is frozen")
     if lr <= 0:
         raise OFAError(f"lr must be > 0, got {lr}")
-    # fused kernels on CUDA (plain tensors); elsewhere torch's default implementation
-    fused = all(p.is_cuda and type(p.data) is torch.Tensor for p in flat) or None
+    # torch's fused kernel on CUDA, and on CPU from torch 2.4 (one pass over every parameter instead
+    # of a dozen small ops per tensor: a third of the time, which counts for small models)
+    devices = {p.device.type for p in flat}
+    plain = all(type(p.data) is torch.Tensor for p in flat)
+    fused = (plain and (devices == {"cuda"} or (devices == {"cpu"} and _TORCH_VERSION >= (2, 4)))) or None
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
 
 
