@@ -8,6 +8,8 @@ of recomputed. ``image_feature_cache_mb: N`` in a recipe does that, up to N MiB 
 The key is the image tensor's bytes (Python's 64-bit hash of them, with the shape), so a cached
 result is only ever returned for the very same pixels: a randomly augmented image simply misses.
 Nothing is approximated; a batch with any miss runs the trunk on the missing images only.
+Features stay on the model's device (on a GPU they take GPU memory; the hash reads the pixels
+on the CPU).
 
 Why not precompute the features into a file: the cache needs no extra command, works for every
 task, data layout and mixture the trainer reads, and cannot go stale when the data or the trunk
@@ -44,8 +46,7 @@ class TrunkFeatureCache:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.trunk.training or any(p.requires_grad for p in self.trunk.parameters()):
             raise RuntimeError("the image feature cache needs a frozen trunk (freeze_resnet: true)")
-        kind = images.device.type
-        mode = (kind, torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind))
+        mode = _autocast_mode(images.device.type)
         keys = [(mode, *self.key(img)) for img in images]
         missing = [i for i, k in enumerate(keys) if k not in self.store]
         self.hits += len(keys) - len(missing)
@@ -72,6 +73,16 @@ class TrunkFeatureCache:
             if k not in self.store and self.bytes + size <= self.max_bytes:
                 self.store[k] = feat.clone()
                 self.bytes += size
+
+
+def _autocast_mode(kind: str) -> tuple:
+    """(device type, autocast dtype or False) for the current context (torch < 2.4 has only the
+    per-device functions)."""
+    if hasattr(torch, "get_autocast_dtype"):
+        return kind, torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind)
+    if kind == "cpu":
+        return kind, torch.is_autocast_cpu_enabled() and torch.get_autocast_cpu_dtype()
+    return kind, torch.is_autocast_enabled() and torch.get_autocast_gpu_dtype()
 
 
 def attach_feature_cache(model: nn.Module, max_mb: float) -> TrunkFeatureCache:
