@@ -51,28 +51,26 @@ class TrunkFeatureCache:
         missing = [i for i, k in enumerate(keys) if k not in self.store]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        fresh: dict[int, torch.Tensor] = {}
-        if missing:
-            with torch.no_grad():
-                out = self.trunk_forward(images if len(missing) == len(keys) else images[missing])
-            if len(missing) == len(keys):
-                self._keep(keys, out)
-                return out
-            fresh = dict(zip(missing, out))
-            self._keep([keys[i] for i in missing], out)
+        if len(missing) == len(keys):
+            return self._compute(images, keys)
+        fresh = dict(zip(missing, self._compute(images[missing], [keys[i] for i in missing]))) if missing else {}
         return torch.stack([fresh[i] if i in fresh else self.store[k] for i, k in enumerate(keys)])
 
-    def __deepcopy__(self, memo: dict):
-        """A copy of the model (the EMA model) gets the trunk's plain forward, not a second cache."""
-        trunk = memo.get(id(self.trunk), self.trunk)
-        return type(trunk).forward.__get__(trunk)
-
-    def _keep(self, keys: list[tuple], feats: torch.Tensor) -> None:
+    def _compute(self, images: torch.Tensor, keys: list[tuple]) -> torch.Tensor:
+        """The trunk's features of ``images``, kept under ``keys`` while the memory bound allows."""
+        with torch.no_grad():
+            feats = self.trunk_forward(images)
         for k, feat in zip(keys, feats):
             size = feat.numel() * feat.element_size()
             if k not in self.store and self.bytes + size <= self.max_bytes:
                 self.store[k] = feat.clone()
                 self.bytes += size
+        return feats
+
+    def __deepcopy__(self, memo: dict):
+        """A copy of the model (the EMA model) gets the trunk's plain forward, not a second cache."""
+        trunk = memo.get(id(self.trunk), self.trunk)
+        return type(trunk).forward.__get__(trunk)
 
 
 def _autocast_mode(kind: str) -> tuple:

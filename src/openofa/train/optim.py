@@ -86,9 +86,6 @@ def lr_scale_groups(named_params: Iterable[tuple[str, nn.Parameter]], scales: di
     return [{"params": ps, "lr_scale": scale} for scale, ps in groups.items()]
 
 
-_TORCH_VERSION = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
-
-
 def build_optimizer(params: Iterable[nn.Parameter] | list[dict], *, lr: float,
                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                     weight_decay: float = 0.01) -> torch.optim.Optimizer:
@@ -103,7 +100,7 @@ def build_optimizer(params: Iterable[nn.Parameter] | list[dict], *, lr: float,
     # of a dozen small ops per tensor: a third of the time, which counts for small models)
     devices = {p.device.type for p in flat}
     plain = all(type(p.data) is torch.Tensor for p in flat)
-    fused = (plain and (devices == {"cuda"} or (devices == {"cpu"} and _TORCH_VERSION >= (2, 4)))) or None
+    fused = (plain and (devices == {"cuda"} or (devices == {"cpu"} and torch.__version__ >= (2, 4)))) or None
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
 
 

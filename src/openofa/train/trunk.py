@@ -107,9 +107,8 @@ class TrunkTargets(torch.utils.data.Dataset):
                 continue  # centre outside the image: no cell owns it
             owned = [(int(cy // STRIDE), int(cx // STRIDE))]
             if self.cells == "box":  # every cell whose centre is inside the box
-                inside = lambda lo, hi: range(max(0, math.ceil(lo / STRIDE - 0.5)),  # noqa: E731
-                                              min(g, math.floor(hi / STRIDE - 0.5) + 1))
-                owned += [(i, j) for i in inside(y1, y2) for j in inside(x1, x2) if (i, j) != owned[0]]
+                owned += [(i, j) for i in _cells_between(y1, y2, g) for j in _cells_between(x1, x2, g)
+                          if (i, j) != owned[0]]
             a = (x2 - x1) * (y2 - y1)
             hot = torch.zeros(len(self.words))
             for word in name.split():
@@ -177,6 +176,11 @@ class EmbeddingHead(nn.Module):
                self.edges.weight, self.edges.bias]
         return own + [*enc.image_proj.parameters(), enc.type_embedding.weight, enc.embed_image_positions.weight,
                       *enc.patch_layernorm_embedding.parameters(), enc.embed_tokens.weight]
+
+
+def _cells_between(lo: float, hi: float, g: int) -> range:
+    """Indices of the grid cells (of ``g``) whose centre lies in ``[lo, hi]`` along one axis."""
+    return range(max(0, math.ceil(lo / STRIDE - 0.5)), min(g, math.floor(hi / STRIDE - 0.5) + 1))
 
 
 def box_bins(boxes: torch.Tensor, size: int, num_bins: int) -> torch.Tensor:
