@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from openofa.errors import OFAError
-from openofa.train.feature_cache import TrunkFeatureCache, attach_feature_cache, detach_feature_cache
+from openofa.train.feature_cache import (FeatureStore, TrunkFeatureCache, attach_feature_cache,
+                                         detach_feature_cache, trunk_digest)
 from openofa.train.optim import apply_freezing, set_train_mode
 from openofa.train.trainer import Trainer
 from train_support import datasets, micro_model, train_config
@@ -109,3 +110,27 @@ def test_training_with_the_cache_follows_the_same_path(tmp_path):
     cache = runs["cached"][1].feature_cache
     assert runs["plain"][1].feature_cache is None
     assert (cache.misses, cache.hits) == (12, 12)  # the second epoch reads every image from memory
+
+
+def test_stages_share_features_only_with_the_same_trunk(tmp_path):
+    memory = FeatureStore()
+    trainers = []
+    for name, seed in (("first", 0), ("same", 0), ("other", 1)):
+        cfg = train_config(tmp_path / name, max_epoch=1, freeze_resnet=True, image_feature_cache_mb=64)
+        trainer = Trainer(cfg, micro_model(seed), datasets(12)[0], feature_memory=memory)
+        trainer.fit()
+        trainers.append(trainer.feature_cache)
+    first, same, other = trainers
+    assert (first.reused, first.misses, first.hits) == (False, 12, 0)
+    assert (same.reused, same.misses, same.hits) == (True, 0, 12)  # the same weights: nothing recomputed
+    assert (other.reused, other.misses, other.hits) == (False, 12, 0)  # another trunk: computed again
+    assert len(memory.entries) == 12 and memory.digest == trunk_digest(micro_model(1).encoder.embed_images)
+
+
+def test_trunk_digest_follows_every_weight():
+    trunk = micro_model().encoder.embed_images
+    before = trunk_digest(trunk)
+    assert trunk_digest(micro_model().encoder.embed_images) == before
+    buffer = next(b for n, b in trunk.named_buffers() if n.endswith("running_mean"))
+    buffer[0] += 1e-6
+    assert trunk_digest(trunk) != before

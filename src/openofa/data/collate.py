@@ -19,6 +19,8 @@
       "conf": float (B,),                          # VQA
       "constraint_masks": bool (B, T, V),          # with a candidate answer list; False at padding
       "w_resize_ratio", "h_resize_ratio": float (B,), "region_coords": float (B, 4),  # grounding
+      "attend_boxes": float (B, 4),                # grounding boxes in patch-image pixels, NaN rows
+                                                   # for samples without one (task mixtures)
       "where": list[str],                          # "file:line" of each sample
       "skipped": int,                              # bad rows dropped from this batch (on_error="skip")
     }
@@ -116,6 +118,9 @@ def collate(samples: Sequence[Any], pad: int = 1) -> dict[str, Any]:
         batch["w_resize_ratio"] = torch.tensor([float(s["w_resize_ratio"]) for s in good], dtype=torch.float32)
         batch["h_resize_ratio"] = torch.tensor([float(s["h_resize_ratio"]) for s in good], dtype=torch.float32)
         batch["region_coords"] = torch.stack([s["region_coord"] for s in good])
+    if any("attend_box" in s for s in good):  # kept in task mixtures: NaN rows have no box
+        nan = torch.full((4,), float("nan"))
+        batch["attend_boxes"] = torch.stack([s.get("attend_box", nan) for s in good])
     if "constraint_mask" in first:
         if not all("constraint_mask" in s for s in good):
             raise OFAError("collate: samples with and without a constraint_mask in one batch")

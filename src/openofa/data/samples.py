@@ -17,7 +17,8 @@ A sample is a dict::
     where               "file:line"
 
 plus ``conf`` (VQA: confidence of the trained answer) and ``w_resize_ratio``,
-``h_resize_ratio``, ``region_coord`` (grounding). With a candidate answer list
+``h_resize_ratio``, ``region_coord``, ``attend_box`` (grounding; the last is the box in the
+pixels of ``patch_image``, for :mod:`openofa.train.box_attention`). With a candidate answer list
 (``ans2label_file`` / ``ans2label_dict``; VQA, entailment, classification, GLUE) also
 ``constraint_mask``: bool (len(target), vocab), the tokens the answer list allows at each answer
 position (see :mod:`openofa.data.answers`).
@@ -323,7 +324,8 @@ class SampleBuilder:
         src = [self.bos] + self.encode(text) + [self.eos]
         sample = self._sample(r, src, list(tgt), out.patch_image,
                               w_resize_ratio=out.w_resize_ratio, h_resize_ratio=out.h_resize_ratio,
-                              region_coord=torch.tensor(r.box, dtype=torch.float32))
+                              region_coord=torch.tensor(r.box, dtype=torch.float32),
+                              attend_box=torch.tensor(out.box, dtype=torch.float32))
         if self.prompt_type != "none":  # not the original's grounding; our small model's choice
             sample.update(self._with_prompt(src, list(tgt)))
         return sample

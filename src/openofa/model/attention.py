@@ -51,6 +51,20 @@ class Attention(nn.Module):
             out = out * self.c_attn.to(out.dtype)[:, None, None]
         return out
 
+    def attend_with_weights(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`attend` computed explicitly, also returning the attention probabilities
+        (B, H, T, S) in float32 (the softmax runs in float32 whatever the inputs' dtype)."""
+        scores = (q.float() @ k.float().transpose(-1, -2)) * self.scaling
+        if bias is not None:
+            scores = scores + bias.float()
+        probs = scores.softmax(-1)
+        p = self.dropout if self.training else 0.0
+        out = F.dropout(probs, p=p, training=self.training).to(v.dtype) @ v
+        if self.c_attn is not None:
+            out = out * self.c_attn.to(out.dtype)[:, None, None]
+        return out, probs
+
     def merge(self, out: torch.Tensor) -> torch.Tensor:
         """(B, H, T, d) -> out_proj of (B, T, C)."""
         b, h, t, d = out.shape

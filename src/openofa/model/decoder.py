@@ -20,6 +20,8 @@ all beams of that input (beams are folded into the query axis instead of copying
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -28,6 +30,14 @@ from openofa.model.encoder import EncoderOutput, key_padding_bias
 from openofa.model.layers import DecoderLayer
 from openofa.model.positions import (code_position_ids, image_rel_bucket_of_ids, image_rel_table_rows,
                                      token_rel_bucket)
+
+
+@dataclass
+class CrossAttention:
+    """One decoder layer's cross-attention, from a teacher-forced forward that asked for it."""
+
+    weights: torch.Tensor  # (B, H, T, S) float32 probabilities over the encoder positions
+    image_grid: tuple[int, int] | None  # patches are encoder positions [0, rows * columns), row-major
 
 
 class _SelfKV:
@@ -195,9 +205,11 @@ class Decoder(nn.Module):
 
     # ---- teacher forcing ---------------------------------------------------------------------
     def forward(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput,
-                features_only: bool = False, code_masks: torch.Tensor | None = None) -> torch.Tensor:
+                features_only: bool = False, code_masks: torch.Tensor | None = None,
+                cross_attention_layer: int | None = None) -> torch.Tensor | tuple[torch.Tensor, CrossAttention]:
         """Logits (B, T, V) for every position of ``prev_output_tokens`` (B, T); ``code_masks`` (B,)
-        flags the rows whose target is image codes."""
+        flags the rows whose target is image codes. With ``cross_attention_layer`` (an index into
+        the layers, negative from the end) also that layer's :class:`CrossAttention`."""
         cfg = self.cfg
         bsz, tgt_len = prev_output_tokens.shape
         device = prev_output_tokens.device
@@ -210,11 +222,23 @@ class Decoder(nn.Module):
         pad = prev_output_tokens.eq(cfg.pad)
         self_mask = causal[None, None] + (key_padding_bias(pad, self_abs.dtype) if pad.any() else 0.0)
         rel = self._rel_biases(positions, positions, code)
+        want = None
+        if cross_attention_layer is not None:
+            n = len(self.layers)
+            if not -n <= cross_attention_layer < n:
+                raise IndexError(f"cross_attention_layer {cross_attention_layer}: the decoder has {n} layers")
+            want = cross_attention_layer % n
+        attention = None
         for i, layer in enumerate(self.layers):
             self_bias = (self_abs + rel[i] + self_mask).to(x.dtype)
             cross_kv = layer.encoder_attn.project_kv(enc.hidden)
-            x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype))
-        return self.layer_norm(x) if features_only else self._output(x)
+            if i == want:
+                x, weights = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype), need_weights=True)
+                attention = CrossAttention(weights, enc.image_grid)
+            else:
+                x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype))
+        out = self.layer_norm(x) if features_only else self._output(x)
+        return out if attention is None else (out, attention)
 
     # ---- incremental decoding ------------------------------------------------------------------
     def init_cache(self, enc: EncoderOutput, group: int = 1, max_len: int | None = None,

@@ -28,10 +28,13 @@ class EncoderOutput:
     hidden: torch.Tensor  # (B, S, C) after the final LayerNorm
     padding_mask: torch.Tensor  # (B, S) bool, True = padding
     pos_embed: torch.Tensor  # (B, S, C) normalised position embeddings (for the cross-attention bias)
+    # (rows, columns) of the image patches, which are positions [0, rows * columns) in row-major
+    # order; None without images
+    image_grid: tuple[int, int] | None = None
 
     def index_select(self, index: torch.Tensor) -> "EncoderOutput":
         return EncoderOutput(self.hidden.index_select(0, index), self.padding_mask.index_select(0, index),
-                             self.pos_embed.index_select(0, index))
+                             self.pos_embed.index_select(0, index), self.image_grid)
 
     def repeat_interleave(self, n: int) -> "EncoderOutput":
         idx = torch.arange(self.hidden.shape[0], device=self.hidden.device).repeat_interleave(n)
@@ -99,9 +102,10 @@ class Encoder(nn.Module):
         padding = src_tokens.eq(cfg.pad)
         pos = self.pos_ln(self.embed_positions.weight[:seq_len])[None]  # (1, L, C), same for every row
         n_img = 0
+        grid = None
         if patch_images is not None:
             img, h, w = self.embed_image(patch_images)
-            n_img = h * w
+            n_img, grid = h * w, (h, w)
             img_pad = torch.zeros(bsz, n_img, dtype=torch.bool, device=device)
             if patch_masks is not None:
                 img_pad |= ~patch_masks.to(device=device, dtype=torch.bool)[:, None]
@@ -131,4 +135,4 @@ class Encoder(nn.Module):
                 bias = bias + pad_bias
             x = layer(x, bias.to(x.dtype))
         x = self.layer_norm(x)
-        return EncoderOutput(x, padding, pos.expand(bsz, -1, -1))
+        return EncoderOutput(x, padding, pos.expand(bsz, -1, -1), grid)

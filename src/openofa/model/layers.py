@@ -84,11 +84,13 @@ class DecoderLayer(_FFN):
 
     def forward(self, x: torch.Tensor, self_bias: torch.Tensor | None,
                 cross_kv: tuple[torch.Tensor, torch.Tensor], cross_bias: torch.Tensor | None,
-                self_kv: KVStore | None = None, group: int = 1) -> torch.Tensor:
+                self_kv: KVStore | None = None, group: int = 1,
+                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N, T, C). ``cross_kv``: encoder keys/values (N / group, H, S, d), shared by the
         ``group`` consecutive rows of ``x`` that decode the same input (beam search), with
         ``cross_bias`` (N / group, H, T, S). ``self_kv``: the cache of earlier steps, or None for
-        teacher forcing over the whole sequence."""
+        teacher forcing over the whole sequence. ``need_weights`` (teacher forcing only): also
+        return the cross-attention probabilities (N, H, T, S), float32."""
         # self-attention
         h = self.self_attn_layer_norm(x)
         att = self.self_attn
@@ -105,6 +107,8 @@ class DecoderLayer(_FFN):
         att = self.encoder_attn
         q = att.project_q(h)
         ck, cv = cross_kv
+        if need_weights and group > 1:
+            raise ValueError("need_weights is for teacher forcing (group 1)")
         if group > 1:
             n, nh, t, d = q.shape
             q = q.view(n // group, group, nh, t, d).transpose(1, 2).reshape(n // group, nh, group * t, d)
@@ -113,10 +117,13 @@ class DecoderLayer(_FFN):
                 bias = cross_bias.unsqueeze(2).expand(-1, -1, group, -1, -1).reshape(n // group, nh, group * t, -1)
             o = att.attend(q, ck, cv, bias)
             o = o.view(n // group, nh, group, t, d).transpose(1, 2).reshape(n, nh, t, d)
+        elif need_weights:
+            o, weights = att.attend_with_weights(q, ck, cv, cross_bias)
         else:
             o = att.attend(q, ck, cv, cross_bias)
         h = att.merge(o)
         if self.cross_attn_ln is not None:
             h = self.cross_attn_ln(h)
         x = x + self.drop_path(self.dropout(h))
-        return self._ffn(x)
+        x = self._ffn(x)
+        return (x, weights) if need_weights else x

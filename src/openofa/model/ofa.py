@@ -66,14 +66,17 @@ class OFAModel(nn.Module):
             patch_images = patch_images.to(self.encoder_dtype)
         enc = self.encoder(src_tokens, patch_images, patch_masks)
         if self.encoder_dtype != self.dtype:
-            enc = EncoderOutput(enc.hidden.to(self.dtype), enc.padding_mask, enc.pos_embed.to(self.dtype))
+            enc = EncoderOutput(enc.hidden.to(self.dtype), enc.padding_mask, enc.pos_embed.to(self.dtype),
+                                enc.image_grid)
         return enc
 
     def decode(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput,
-               code_masks: torch.Tensor | None = None) -> torch.Tensor:
+               code_masks: torch.Tensor | None = None, cross_attention_layer: int | None = None):
         """Teacher-forced logits (B, T, V) for ``prev_output_tokens`` (B, T) (bos first);
-        ``code_masks`` (B,) bool flags the rows whose target is image codes."""
-        return self.decoder(prev_output_tokens, enc, code_masks=code_masks)
+        ``code_masks`` (B,) bool flags the rows whose target is image codes. With
+        ``cross_attention_layer``: ``(logits, CrossAttention)`` of that decoder layer."""
+        return self.decoder(prev_output_tokens, enc, code_masks=code_masks,
+                            cross_attention_layer=cross_attention_layer)
 
     def init_cache(self, enc: EncoderOutput, beam_size: int = 1, max_len: int | None = None,
                    code_masks: torch.Tensor | None = None) -> DecoderCache:
@@ -88,12 +91,13 @@ class OFAModel(nn.Module):
     def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None,
                 patch_images: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None,
                 prev_output_tokens: torch.Tensor | None = None,
-                code_masks: torch.Tensor | None = None) -> torch.Tensor:
-        """The original's batch fields in, batch-first logits (B, T, V) out."""
+                code_masks: torch.Tensor | None = None, cross_attention_layer: int | None = None):
+        """The original's batch fields in, batch-first logits (B, T, V) out; with
+        ``cross_attention_layer``, ``(logits, CrossAttention)`` (see :meth:`decode`)."""
         if prev_output_tokens is None:
             raise TypeError("prev_output_tokens is required")
         enc = self.encode(src_tokens, src_lengths, patch_images, patch_masks)
-        return self.decode(prev_output_tokens, enc, code_masks)
+        return self.decode(prev_output_tokens, enc, code_masks, cross_attention_layer)
 
 
 def build_model(config: OFAConfig) -> OFAModel:

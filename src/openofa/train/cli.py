@@ -307,8 +307,9 @@ def task_evaluate(cfg, model_config, valid) -> Any:
     return evaluate
 
 
-def run(cfg, *, evaluate=None, hooks=()) -> dict:
-    """Build everything a config names and train; returns the trainer's summary."""
+def run(cfg, *, evaluate=None, hooks=(), feature_memory=None) -> dict:
+    """Build everything a config names and train; returns the trainer's summary. The stages of a
+    recipe share one ``feature_memory`` (see ``openofa.train.feature_cache``)."""
     from openofa.train.distributed import cleanup, init_distributed
     from openofa.train.trainer import Trainer
 
@@ -327,7 +328,8 @@ def run(cfg, *, evaluate=None, hooks=()) -> dict:
                     print(f"note: no {cfg.best_metric} evaluation for task {cfg.task} yet; validating by "
                           "label-smoothed loss (best = lowest)", file=sys.stderr)
                 cfg = dataclasses.replace(cfg, best_metric="loss", maximize_best=False)
-        trainer = Trainer(cfg, model, train, valid_data=valid, evaluate=evaluate, hooks=hooks, dist_info=info)
+        trainer = Trainer(cfg, model, train, valid_data=valid, evaluate=evaluate, hooks=hooks, dist_info=info,
+                          feature_memory=feature_memory)
         return trainer.fit()
     finally:
         cleanup(info)
@@ -344,16 +346,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
             return 0
         *earlier, last = configs
+        from openofa.train.feature_cache import FeatureStore
+
+        features = FeatureStore()  # the trunk's remembered features, from one stage to the next
         for i, cfg in enumerate(earlier):  # stages before the last: skip those already exported
             name, final = Path(cfg.run_dir).name, Path(cfg.run_dir) / "final"
             if cfg.resume != "never" and (final / "model.safetensors").is_file():
                 print(f"stage {name}: already done ({final}), going on", file=sys.stderr)
             else:
                 print(f"stage {i + 1}/{len(configs)}: {name}", file=sys.stderr)
-                run(cfg)
+                run(cfg, feature_memory=features)
         if earlier:
             print(f"stage {len(configs)}/{len(configs)}: {Path(last.run_dir).name}", file=sys.stderr)
-        summary = run(last)
+        summary = run(last, feature_memory=features)
     except OFAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,10 @@ Nothing is approximated; a batch with any miss runs the trunk on the missing ima
 Features stay on the model's device (on a GPU they take GPU memory; the hash reads the pixels
 on the CPU).
 
+The stages of a recipe run in one process: :class:`FeatureStore` carries the remembered features
+from one stage to the next, and a stage adopts them only when its trunk's weights are the very
+same (a digest of the trunk's parameters and buffers); otherwise it starts empty.
+
 Why not precompute the features into a file: the cache needs no extra command, works for every
 task, data layout and mixture the trainer reads, and cannot go stale when the data or the trunk
 changes, since it lives only as long as the run.
@@ -18,8 +22,39 @@ changes, since it lives only as long as the run.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
+
+
+def trunk_digest(trunk: nn.Module) -> str:
+    """A digest of the trunk's parameters and buffers (names, shapes, dtypes and values)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in trunk.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        if t.numel():
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class FeatureStore:
+    """The remembered features themselves, for one trunk's weights: shared by the caches of the
+    stages of one recipe (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.digest: str | None = None
+        self.entries: dict[tuple, torch.Tensor] = {}
+        self.bytes = 0
+
+    def claim(self, trunk: nn.Module) -> bool:
+        """Make the store valid for ``trunk``: keep the entries when they were computed by the
+        same weights (returns True), else empty it."""
+        digest = trunk_digest(trunk)
+        if digest == self.digest:
+            return True
+        self.digest, self.entries, self.bytes = digest, {}, 0
+        return False
 
 
 class TrunkFeatureCache:
@@ -29,13 +64,21 @@ class TrunkFeatureCache:
     entries already there keep being used). Features computed under autocast and without it are
     kept apart, so a result always has the dtype the trunk itself would return."""
 
-    def __init__(self, trunk: nn.Module, max_bytes: int) -> None:
+    def __init__(self, trunk: nn.Module, max_bytes: int, memory: FeatureStore | None = None) -> None:
         self.trunk = trunk
         self.trunk_forward = type(trunk).forward.__get__(trunk)
         self.max_bytes = int(max_bytes)
-        self.bytes = 0
-        self.store: dict[tuple, torch.Tensor] = {}
+        self.memory = memory if memory is not None else FeatureStore()
+        self.reused: bool | None = None  # known at the first call, when the trunk's weights are final
         self.hits = self.misses = 0
+
+    @property
+    def store(self) -> dict[tuple, torch.Tensor]:
+        return self.memory.entries
+
+    @property
+    def bytes(self) -> int:
+        return self.memory.bytes
 
     @staticmethod
     def key(image: torch.Tensor) -> tuple:
@@ -46,6 +89,8 @@ class TrunkFeatureCache:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.trunk.training or any(p.requires_grad for p in self.trunk.parameters()):
             raise RuntimeError("the image feature cache needs a frozen trunk (freeze_resnet: true)")
+        if self.reused is None:
+            self.reused = self.memory.claim(self.trunk)
         mode = _autocast_mode(images.device.type)
         keys = [(mode, *self.key(img)) for img in images]
         missing = [i for i, k in enumerate(keys) if k not in self.store]
@@ -64,7 +109,7 @@ class TrunkFeatureCache:
             size = feat.numel() * feat.element_size()
             if k not in self.store and self.bytes + size <= self.max_bytes:
                 self.store[k] = feat.clone()
-                self.bytes += size
+                self.memory.bytes += size
         return feats
 
     def __deepcopy__(self, memo: dict):
@@ -83,12 +128,14 @@ def _autocast_mode(kind: str) -> tuple:
     return kind, torch.is_autocast_enabled() and torch.get_autocast_gpu_dtype()
 
 
-def attach_feature_cache(model: nn.Module, max_mb: float) -> TrunkFeatureCache:
+def attach_feature_cache(model: nn.Module, max_mb: float, memory: FeatureStore | None = None) -> TrunkFeatureCache:
     """Route ``model.encoder.embed_images`` (the frozen trunk) through a new cache of at most
-    ``max_mb`` MiB. Only the instance's ``forward`` changes: parameters, buffers and state-dict
-    keys stay the same, so checkpoints are unaffected. :func:`detach_feature_cache` undoes it."""
+    ``max_mb`` MiB, keeping its features in ``memory`` (reused from an earlier run when that run's
+    trunk had the same weights). Only the instance's ``forward`` changes: parameters, buffers and
+    state-dict keys stay the same, so checkpoints are unaffected. :func:`detach_feature_cache`
+    undoes it."""
     trunk = model.encoder.embed_images
-    cache = TrunkFeatureCache(trunk, int(max_mb * 2**20))
+    cache = TrunkFeatureCache(trunk, int(max_mb * 2**20), memory)
     trunk.forward = cache
     return cache
 

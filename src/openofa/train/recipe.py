@@ -85,6 +85,10 @@ class TrainConfig:
     drop_worst_ratio: float = 0.0
     drop_worst_after: int = 0
     constraint_range: str | None = None
+    # grounding: a loss on one decoder layer's cross-attention at the first box token, pulling it
+    # onto the box's patches (openofa.train.box_attention; not in the original); 0 = off
+    box_attention_weight: float = 0.0
+    box_attention_layer: int = -1
     # ---- freezing ------------------------------------------------------------------------------------
     freeze_embedding: bool = False  # the shared token embedding (= output projection)
     freeze_resnet: bool = False  # the whole image trunk
@@ -148,6 +152,10 @@ class TrainConfig:
             raise bad("image_feature_cache_mb", f"must be >= 0, got {self.image_feature_cache_mb}")
         if self.image_feature_cache_mb and not self.freeze_resnet:
             raise bad("image_feature_cache_mb", "needs freeze_resnet: true (a trunk that trains changes its features)")
+        if self.box_attention_weight < 0:
+            raise bad("box_attention_weight", f"must be >= 0, got {self.box_attention_weight}")
+        if self.box_attention_weight and self.criterion != "label_smoothed_cross_entropy":
+            raise bad("box_attention_weight", f"adds to the cross-entropy; criterion {self.criterion} has none")
         if self.max_epoch == 0 and self.max_update == 0:
             raise bad("max_epoch", "set max_epoch or max_update (both are 0)")
         if self.lr <= 0:

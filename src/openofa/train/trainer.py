@@ -41,7 +41,7 @@ from openofa.train.checkpoint import (FORMAT, FORMAT_VERSION, apply_state, atomi
 from openofa.train.distributed import (DistInfo, all_gather_object, all_reduce_sum, barrier, broadcast_object,
                                        enable_activation_checkpointing, init_distributed, is_fsdp, no_grad_sync,
                                        unwrap, wrap_model)
-from openofa.train.feature_cache import attach_feature_cache
+from openofa.train.feature_cache import FeatureStore, attach_feature_cache
 from openofa.train.logs import RunLog
 from openofa.train.loss import LabelSmoothedCrossEntropy, LossOutput
 from openofa.train.optim import (EMA, PolynomialDecaySchedule, apply_freezing, build_optimizer, clip_grad_norm,
@@ -114,7 +114,12 @@ def build_criterion(cfg: TrainConfig, model_config, train_data: Any,
         from openofa.train.scst import SelfCriticalCriterion
 
         return SelfCriticalCriterion.from_config(cfg, model_config, train_data)
-    return cross_entropy if cross_entropy is not None else cross_entropy_for(cfg, model_config)
+    ce = cross_entropy if cross_entropy is not None else cross_entropy_for(cfg, model_config)
+    if cfg.box_attention_weight:
+        from openofa.train.box_attention import BoxAttentionLoss
+
+        return BoxAttentionLoss(ce, cfg.box_attention_weight, cfg.box_attention_layer)
+    return ce
 
 
 def cross_entropy_for(cfg: TrainConfig, model_config) -> LabelSmoothedCrossEntropy:
@@ -178,12 +183,13 @@ class Trainer:
     ``train_data``/``valid_data``: map-style datasets whose items ``collate_fn`` (default: the
     dataset's ``collater``) turns into batches of the collater contract. ``evaluate``: see the
     module docstring. ``hooks``: called as ``hook(trainer)`` after every update (tests use one to
-    kill the process)."""
+    kill the process). ``feature_memory``: where ``image_feature_cache_mb`` keeps the trunk's
+    features; pass the previous stage's to reuse them (kept only if the trunk is the same)."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, train_data: Any, *, valid_data: Any = None,
                  collate_fn: Callable | None = None, evaluate: Evaluate | None = None,
                  criterion: LabelSmoothedCrossEntropy | None = None, hooks: Iterable[Hook] = (),
-                 dist_info: DistInfo | None = None) -> None:
+                 dist_info: DistInfo | None = None, feature_memory: FeatureStore | None = None) -> None:
         self.cfg = cfg
         self.info = dist_info or init_distributed(cfg.device, need_group=cfg.parallel == "fsdp")
         self.device = self.info.device
@@ -202,12 +208,17 @@ class Trainer:
         # the model itself; the others get the logits
         self.criterion_runs_model = bool(getattr(self.criterion, "runs_model", False))
         self.log_keys = tuple(getattr(self.criterion, "log_keys", ()))
+        # a logged key is a mean per sentence, or per another of the criterion's sums (log_per)
+        self.log_per = dict(getattr(self.criterion, "log_per", {}))
+        self.log_hidden = set(getattr(self.criterion, "hidden_log_keys", ()))
+        # a criterion that reads a decoder layer's cross-attention gets (logits, attention)
+        self.cross_attention_layer = getattr(self.criterion, "cross_attention_layer", None)
 
         # ---- model, optimizer, schedule ----------------------------------------------------------
         apply_freezing(model, freeze_embedding=cfg.freeze_embedding, freeze_resnet=cfg.freeze_resnet,
                        freeze_bn=cfg.freeze_bn)
         model.to(self.device)
-        self.feature_cache = attach_feature_cache(model, cfg.image_feature_cache_mb) \
+        self.feature_cache = attach_feature_cache(model, cfg.image_feature_cache_mb, feature_memory) \
             if cfg.image_feature_cache_mb else None
         if cfg.activation_checkpointing:
             enable_activation_checkpointing(model)
@@ -383,8 +394,11 @@ class Trainer:
                 with self._autocast():
                     out = self.criterion(self.model, batch, self.progress.num_updates)
             else:
+                net_input = _net_input(self.model, batch)
+                if self.cross_attention_layer is not None:
+                    net_input["cross_attention_layer"] = self.cross_attention_layer
                 with self._autocast():
-                    logits = self.model(**_net_input(self.model, batch))
+                    logits = self.model(**net_input)
                 out = self.criterion(logits, batch, self.progress.num_updates)
             loss = out.loss * 0.0 if dummy else out.loss
             if self.scaler is not None:
@@ -426,10 +440,23 @@ class Trainer:
             if self.ema is not None:
                 self.ema.step(self.module, self.progress.num_updates)
         n = sample_size or 1.0
+        sums = dict(zip(self.log_keys, extra))
         return {"loss": loss_sum / n, "nll_loss": nll_sum / n, "sample_size": sample_size, "ntokens": ntokens,
                 "nsentences": nsentences, "gnorm": gnorm, "lr": lr, "skipped": skipped,
                 "loss_scale": self.scaler.get_scale() if self.scaler is not None else None,
-                **{k: v / (nsentences or 1.0) for k, v in zip(self.log_keys, extra)}}
+                "log_sums": sums, **self._log_means(sums, nsentences)}
+
+    def _log_means(self, sums: dict[str, float], nsentences: float) -> dict[str, float]:
+        """The criterion's logged sums as means: per sentence, or per the sum ``log_per`` names
+        (left out when that is 0: no sample of that kind in the window)."""
+        means = {}
+        for k, v in sums.items():
+            if k in self.log_hidden:
+                continue
+            n = sums.get(self.log_per[k], 0.0) if k in self.log_per else nsentences
+            if n:
+                means[k] = v / n
+        return means
 
     # ---- logging ----------------------------------------------------------------------------------------
     def _new_window(self) -> dict:
@@ -449,8 +476,8 @@ class Trainer:
             w[k] += s[k]
         w["gnorm"] += s["gnorm"]
         w["updates"] += 1
-        for k in self.log_keys:
-            w["sums"][k] = w["sums"].get(k, 0.0) + s[k] * s["nsentences"]
+        for k, v in s["log_sums"].items():
+            w["sums"][k] = w["sums"].get(k, 0.0) + v
         self.log.tick(loss=f"{s['loss']:.3f}", lr=f"{s['lr']:.2e}")
         if self.progress.num_updates % self.cfg.log_every:
             return
@@ -460,7 +487,7 @@ class Trainer:
                "nll_loss": w["nll"] / n, "lr": s["lr"], "gnorm": w["gnorm"] / max(w["updates"], 1),
                "ups": w["updates"] / secs, "wps": w["ntokens"] / secs, "sps": w["nsentences"] / secs,
                "sample_size": w["sample_size"], "ntokens": w["ntokens"],
-               **{k: v / (w["nsentences"] or 1.0) for k, v in w["sums"].items()}}
+               **self._log_means(w["sums"], w["nsentences"])}
         if s["loss_scale"] is not None:
             row["loss_scale"] = s["loss_scale"]
         if self.device.type == "cuda":
@@ -598,7 +625,8 @@ class Trainer:
             if self.feature_cache is not None:
                 c = self.feature_cache
                 self.log.echo(f"image feature cache: {c.hits:,} hits, {c.misses:,} misses, "
-                              f"{len(c.store):,} images in {c.bytes / 2**20:.0f} MiB")
+                              f"{len(c.store):,} images in {c.bytes / 2**20:.0f} MiB"
+                              + (" (started from the previous stage's)" if c.reused else ""))
             if p.last_validated != p.num_updates and (cfg.validate_every_updates or cfg.validate_every_epochs):
                 self.validate()
             p.finished = True
