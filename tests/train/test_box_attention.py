@@ -95,6 +95,21 @@ def test_the_loss_is_the_cross_entropy_plus_the_attention_mass_of_boxed_rows():
     assert out.sums == {"box_mass": pytest.approx(float(mass0 + mass2)), "boxed": 2.0}
 
 
+def test_later_location_steps_can_be_supervised_too():
+    model, batch, ce, _ = loss_inputs()
+    crit = BoxAttentionLoss(ce, 2.0, steps=3)
+    with torch.no_grad():
+        logits, attention = model(**batch["net_input"], cross_attention_layer=-1)
+    out = crit((logits, attention), batch)
+    w = attention.weights
+    row0 = sum(math.log(w[0, :, t, 0].mean()) for t in range(3)) / 3   # steps 0-2, cell 0
+    row2 = sum(math.log(w[2, :, t, 3].mean()) for t in range(3)) / 3   # steps 0-2, cell 3
+    assert float(out.loss) == pytest.approx(float(ce(logits, batch).loss) - 2.0 * (row0 + row2), rel=1e-5)
+    assert out.sums["box_mass"] == pytest.approx(float(w[0, :, 0, 0].mean() + w[2, :, 0, 3].mean()))
+    with pytest.raises(OFAError, match="1 to 4"):
+        BoxAttentionLoss(ce, 1.0, steps=5)
+
+
 def test_the_gradient_moves_the_attention_onto_the_box():
     model, batch, ce, crit = loss_inputs(weight=50.0)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
@@ -176,3 +191,5 @@ def test_recipe_checks():
         TrainConfig(task="caption", model="tiny", box_attention_weight=-1.0).validate("test")
     with pytest.raises(OFAError, match="box_attention_weight"):
         TrainConfig(task="caption", model="tiny", box_attention_weight=1.0, criterion="scst").validate("test")
+    with pytest.raises(OFAError, match="box_attention_steps"):
+        TrainConfig(task="caption", model="tiny", box_attention_weight=1.0, box_attention_steps=0).validate("test")

@@ -19,7 +19,9 @@ divided by its number of tokens, so each boxed sample adds ``weight`` tokens' wo
 A grounding target has 5 tokens (4 locations and eos); weight 5 gives the attention loss the
 same weight as the sample's mean token loss.
 
-Recipe keys: ``box_attention_weight`` (0 = off), ``box_attention_layer`` (default -1).
+With ``steps`` > 1 the same is done at the steps of the next location tokens too (the loss is
+the mean over those steps). Recipe keys: ``box_attention_weight`` (0 = off),
+``box_attention_layer`` (default -1), ``box_attention_steps`` (default 1).
 """
 
 from __future__ import annotations
@@ -56,19 +58,23 @@ class BoxAttentionLoss:
 
     Called as ``criterion((logits, cross_attention), batch, update_num)``: the trainer runs the
     model with ``cross_attention_layer=criterion.cross_attention_layer``. Logs ``box_mass`` (the
-    mean attention mass on the box, per boxed sample)."""
+    mean attention mass on the box at the first location token, per boxed sample)."""
 
     log_keys = ("box_mass", "boxed")
     #: log key -> the summed key it is a mean over (default: the number of sentences)
     log_per = {"box_mass": "boxed"}
     hidden_log_keys = ("boxed",)
 
-    def __init__(self, cross_entropy: LabelSmoothedCrossEntropy, weight: float, layer: int = -1) -> None:
+    def __init__(self, cross_entropy: LabelSmoothedCrossEntropy, weight: float, layer: int = -1,
+                 steps: int = 1) -> None:
         if weight <= 0:
             raise OFAError(f"box_attention_weight must be > 0, got {weight}")
+        if not 1 <= steps <= 4:
+            raise OFAError(f"box_attention_steps must be 1 to 4 (the box's location tokens), got {steps}")
         self.cross_entropy = cross_entropy
         self.weight = float(weight)
         self.cross_attention_layer = int(layer)
+        self.steps = int(steps)
 
     def __call__(self, output: Any, batch: Mapping[str, Any], update_num: int = 0) -> LossOutput:
         if not isinstance(output, tuple):
@@ -89,11 +95,12 @@ class BoxAttentionLoss:
         cells = box_cells(boxes[rows].float(), attention.image_grid, tuple(images.shape[-2:]))
         # the step that emits the first box token: the first position with a real target
         real = batch["target"][rows].ne(self.cross_entropy.pad)
-        step = real.float().argmax(1)
+        first = real.float().argmax(1)
         n_cells = cells.shape[1]
-        weights = attention.weights[rows, :, step, :n_cells].mean(1)  # (R, cells)
-        mass = (weights * cells).sum(-1).clamp_min(1e-6)
-        aux = -mass.log().sum()
+        mass = torch.stack([(attention.weights[rows, :, first + j, :n_cells].mean(1) * cells).sum(-1)
+                            for j in range(self.steps)], 1).clamp_min(1e-6)  # (R, steps)
+        aux = -mass.log().mean(1).sum()
+        mass = mass[:, 0]
         out.loss = out.loss + self.weight * aux
         out.sums = {**out.sums, "box_mass": float(mass.detach().sum()), "boxed": float(len(rows))}
         return out

@@ -89,6 +89,7 @@ class TrainConfig:
     # onto the box's patches (openofa.train.box_attention; not in the original); 0 = off
     box_attention_weight: float = 0.0
     box_attention_layer: int = -1
+    box_attention_steps: int = 1  # the first N location tokens (1-4)
     # ---- freezing ------------------------------------------------------------------------------------
     freeze_embedding: bool = False  # the shared token embedding (= output projection)
     freeze_resnet: bool = False  # the whole image trunk
@@ -154,6 +155,8 @@ class TrainConfig:
             raise bad("image_feature_cache_mb", "needs freeze_resnet: true (a trunk that trains changes its features)")
         if self.box_attention_weight < 0:
             raise bad("box_attention_weight", f"must be >= 0, got {self.box_attention_weight}")
+        if not 1 <= self.box_attention_steps <= 4:
+            raise bad("box_attention_steps", f"must be 1 to 4 (the box's location tokens), got {self.box_attention_steps}")
         if self.box_attention_weight and self.criterion != "label_smoothed_cross_entropy":
             raise bad("box_attention_weight", f"adds to the cross-entropy; criterion {self.criterion} has none")
         if self.max_epoch == 0 and self.max_update == 0:
