@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from openofa.scenes import COLORS, make_scene, write_dataset
 
 
@@ -39,6 +41,44 @@ def test_texts_agree_with_the_objects():
         assert scene.caption().count(" and ") <= 1
 
 
+def test_questions_name_the_object_they_are_about():
+    kinds = {"subject": 0, "none": 0}
+    for seed in range(100):
+        scene = make_scene(seed)
+        triples = scene.questions_with_subjects()
+        assert [(q, a) for q, a, _ in triples] == scene.questions()
+        for q, a, s in triples:
+            kinds["none" if s is None else "subject"] += 1
+            if q.startswith("what color is the "):
+                assert s.kind == q.split()[-1][:-1] and a == s.color
+            elif q.startswith("what shape is the "):
+                assert s.color == q.split()[-2] and a == s.kind
+            elif q.startswith("is there a "):
+                color, kind = q[len("is there a "):-1].split()
+                matches = [o for o in scene.shapes if o.color == color and o.kind == kind]
+                assert s is (matches[0] if len(matches) == 1 else None)
+            elif q.startswith("how many"):
+                assert s is None
+    assert kinds["subject"] > 0 and kinds["none"] > 0
+
+
+def test_vqa_boxes_reach_the_batch_in_input_pixels(tmp_path):
+    from openofa.data.dataset import build_dataset
+
+    files = write_dataset(tmp_path, n=4, seed=5)
+    rows = [json.loads(line) for line in files["vqa"].read_text().splitlines()]
+    with_box = [i for i, r in enumerate(rows) if "box" in r]
+    assert with_box and len(with_box) < len(rows)
+    ds = build_dataset("vqa", files["vqa"], patch_image_size=64, shard=None)
+    sample = ds[with_box[0]]
+    scale = 64 / 256  # scenes are drawn at 256 pixels
+    assert sample["attend_box"].tolist() == pytest.approx([v * scale for v in rows[with_box[0]]["box"]])
+    plain = next(i for i in range(len(rows)) if i not in with_box)
+    batch = ds.collater([ds[with_box[0]], ds[plain]])
+    assert batch["attend_boxes"][0].tolist() == sample["attend_box"].tolist()
+    assert bool(batch["attend_boxes"][1].isnan().all())
+
+
 def test_write_dataset_layout(tmp_path):
     files = write_dataset(tmp_path, n=5, seed=3)
     caps = [json.loads(line) for line in files["caption"].read_text().splitlines()]
@@ -66,8 +106,12 @@ def test_stored_at_input_size_gives_the_pixels_and_boxes_of_the_full_size_file(t
 
     full = write_dataset(tmp_path / "full", n=3, seed=40)
     small = write_dataset(tmp_path / "small", n=3, seed=40, image_size=128)
-    for task in ("caption", "vqa"):
-        assert full[task].read_text() == small[task].read_text()
+    assert full["caption"].read_text() == small["caption"].read_text()
+    vqa_full = [json.loads(line) for line in full["vqa"].read_text().splitlines()]
+    vqa_small = [json.loads(line) for line in small["vqa"].read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "box"} for r in vqa_full] == \
+        [{k: v for k, v in r.items() if k != "box"} for r in vqa_small]
+    assert all(abs(x / 2 - y) < 0.01 for a, b in zip(vqa_full, vqa_small) if "box" in a for x, y in zip(a["box"], b["box"]))
     for a, b in zip(full["detection"].read_text().splitlines(), small["detection"].read_text().splitlines()):
         objs_a, objs_b = json.loads(a)["objects"], json.loads(b)["objects"]
         assert [o[4:] for o in objs_a] == [o[4:] for o in objs_b]

@@ -69,27 +69,35 @@ class Scene:
 
     def questions(self) -> list[tuple[str, str]]:
         """(question, answer) pairs whose answer is fully determined by the scene."""
-        qa: list[tuple[str, str]] = []
+        return [(q, a) for q, a, _ in self.questions_with_subjects()]
+
+    def questions_with_subjects(self) -> list[tuple[str, str, Shape | None]]:
+        """:meth:`questions` with the one object each is about (None for counts, absent things)."""
+        qa: list[tuple[str, str, Shape | None]] = []
         w, h = self.image.size
         for kind in sorted({s.kind for s in self.shapes}):
             same = self._unique(lambda s: s.kind == kind)
             if len(same) == 1:
-                qa.append((f"what color is the {kind}?", same[0].color))
-                qa.append((f"is the {kind} on the left or on the right?", _side(same[0], w)))
+                qa.append((f"what color is the {kind}?", same[0].color, same[0]))
+                qa.append((f"is the {kind} on the left or on the right?", _side(same[0], w), same[0]))
             n = len(same)
-            qa.append((f"how many {_plural(kind)} are there?", NUMBER_WORDS[n]))
+            qa.append((f"how many {_plural(kind)} are there?", NUMBER_WORDS[n], None))
         for color in sorted({s.color for s in self.shapes}):
             same = self._unique(lambda s: s.color == color)
             if len(same) == 1:
-                qa.append((f"what shape is the {color} object?", same[0].kind))
-        qa.append(("how many objects are there?", NUMBER_WORDS[len(self.shapes)]))
-        present = {(s.color, s.kind) for s in self.shapes}
+                qa.append((f"what shape is the {color} object?", same[0].kind, same[0]))
+        qa.append(("how many objects are there?", NUMBER_WORDS[len(self.shapes)], None))
+        def matching(color: str, kind: str) -> list[Shape]:
+            return self._unique(lambda o: o.color == color and o.kind == kind)
+
         rng = random.Random(self.seed * 7919 + 1)
         for _ in range(2):
             color, kind = rng.choice(sorted(COLORS)), rng.choice(SHAPES)
-            qa.append((f"is there a {color} {kind}?", "yes" if (color, kind) in present else "no"))
+            found = matching(color, kind)
+            qa.append((f"is there a {color} {kind}?", "yes" if found else "no", found[0] if len(found) == 1 else None))
         s = rng.choice(self.shapes)
-        qa.append((f"is there a {s.color} {s.kind}?", "yes"))
+        found = matching(s.color, s.kind)
+        qa.append((f"is there a {s.color} {s.kind}?", "yes", found[0] if len(found) == 1 else None))
         return qa
 
     def referring_expressions(self) -> list[tuple[str, tuple[float, float, float, float]]]:
@@ -237,7 +245,8 @@ def text_vocabulary_lines() -> list[str]:
 def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 256),
                   questions: int | None = None, image_size: int | None = None) -> dict[str, Path]:
     """Write ``n`` scenes (seeds ``seed .. seed+n-1``) as ``images/*.png`` plus one JSONL per task:
-    ``caption.jsonl`` {image, caption}, ``vqa.jsonl`` {image, question, answers},
+    ``caption.jsonl`` {image, caption}, ``vqa.jsonl`` {image, question, answers, and box: the
+    object the question is about, when it is about one},
     ``ground.jsonl`` {image, text, box}, ``detection.jsonl`` {image, objects: [[x1, y1, x2, y2,
     id, "size colour shape"], ...]} (the pretraining detection layout; the image trunk is
     pretrained on it). Image paths are relative to ``out_dir``.
@@ -264,11 +273,13 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
             sx, sy = ow / w, oh / h
             resize_bicubic(scene.image, ow, oh).save(out / name)
             handles["caption"].write(json.dumps({"id": s, "image": name, "caption": scene.caption()}) + "\n")
-            qa = list(enumerate(scene.questions()))
+            qa = list(enumerate(scene.questions_with_subjects()))
             if questions is not None and len(qa) > questions:
-                qa = sorted(random.Random(s * 31 + 5).sample(qa, questions))
-            for i, (q, a) in qa:
+                qa = sorted(random.Random(s * 31 + 5).sample(qa, questions), key=lambda x: x[0])
+            for i, (q, a, subject) in qa:
                 rec = {"id": f"{s}-{i}", "image": name, "question": q, "answers": {a: 1.0}}
+                if subject is not None:  # the object the question is about (box_attention_weight uses it)
+                    rec["box"] = [round(v * f, 2) for v, f in zip(subject.box, (sx, sy, sx, sy))]
                 handles["vqa"].write(json.dumps(rec) + "\n")
             for i, (text, box) in enumerate(scene.referring_expressions()):
                 box = [round(v * f, 2) for v, f in zip(box, (sx, sy, sx, sy))]

@@ -84,6 +84,19 @@ def test_jsonl_bad_rows(tmp_path):
         strict[1]
 
 
+def test_jsonl_vqa_boxes_are_checked(tmp_path):
+    shutil.copy(IMAGES / "a_200x150_rgb.png", tmp_path / "a.png")
+    q = {"image": "a.png", "question": "what color is it?", "answers": {"red": 1.0}}
+    f = write_jsonl(tmp_path / "vqa.jsonl", [q, dict(q, box=[20, 30, 80, 100]), dict(q, box=[0, 0, 300, 100]),
+                                             dict(q, box=[80, 30, 20, 100])])
+    ds = build_dataset("vqa", f, patch_image_size=100, on_error="skip", shard=None)
+    items = [ds[i] for i in range(len(ds))]
+    assert "attend_box" not in items[0]
+    assert items[1]["attend_box"].tolist() == pytest.approx([10, 20, 40, 200 / 3])  # 200x150 -> 100x100
+    assert [isinstance(x, Skipped) for x in items] == [False, False, True, True]
+    assert ds.skip_summary()["by_kind"] == {"box": 2}
+
+
 def test_skipped_rows_are_counted_across_dataloader_workers(tmp_path, caplog):
     rows = []
     for i in range(12):

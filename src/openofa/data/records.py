@@ -16,7 +16,8 @@ text2      entailment: premise caption; GLUE: the prompt's second text (qnli: qu
 target     caption(s) (``&&``-joined references, as in the original's files) or summary
 answers    VQA: ``{answer: confidence}``
 objects    VQA: detected object labels; pretraining: ground-truth objects / box names
-box        grounding: ``(x1, y1, x2, y2)`` in original image pixels
+box        grounding: ``(x1, y1, x2, y2)`` in original image pixels; VQA (optional, JSONL
+           ``box``): the object the question is about
 label      entailment / classification / GLUE label word (``yes``, ``no``, ``maybe``,
            ``positive``, a class name, ...), after the original's label mapping
 where      ``"file:line"`` for messages
@@ -257,6 +258,8 @@ def record_from_fields(layout: TaskLayout, fields: dict[str, Any], *, row: int, 
         if rec.answers is None:
             raise BadRow(f"{where}: missing field 'answers'", "answers")
         rec.objects = parse_objects(fields.get("objects"), where)
+        if fields.get("box") not in (None, ""):  # JSONL: the object the question is about (optional)
+            rec.box = parse_box_field(fields["box"], where)
     elif task == "ground":
         rec.text = _text(fields, "text", where)
         if "box" not in fields:

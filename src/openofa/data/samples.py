@@ -18,7 +18,8 @@ A sample is a dict::
 
 plus ``conf`` (VQA: confidence of the trained answer) and ``w_resize_ratio``,
 ``h_resize_ratio``, ``region_coord``, ``attend_box`` (grounding; the last is the box in the
-pixels of ``patch_image``, for :mod:`openofa.train.box_attention`). With a candidate answer list
+pixels of ``patch_image``, for :mod:`openofa.train.box_attention`; VQA rows with a ``box`` have
+it too). With a candidate answer list
 (``ans2label_file`` / ``ans2label_dict``; VQA, entailment, classification, GLUE) also
 ``constraint_mask``: bool (len(target), vocab), the tokens the answer list allows at each answer
 position (see :mod:`openofa.data.answers`).
@@ -195,9 +196,12 @@ class SampleBuilder:
         return load_record_image(record)
 
     def patch_image(self, record: Record) -> torch.Tensor:
+        return self.patch_of(self.load_image(record))
+
+    def patch_of(self, img) -> torch.Tensor:
+        """The model's input tensor of a loaded image (the task's transform, or a plain resize)."""
         from openofa.vision.transforms import to_tensor_normalized
 
-        img = self.load_image(record)
         if self.image_transform is not None:
             return self.image_transform(img)
         size = self.patch_image_size
@@ -269,7 +273,8 @@ class SampleBuilder:
         return self._sample(r, src, self.encode(" " + tgt_text), image)
 
     def _vqa(self, r: Record) -> dict[str, Any]:
-        image = self.patch_image(r)
+        img = self.load_image(r)
+        image = self.patch_of(img)
         q = pre_question(r.text, self.max_src_length)
         q = q if q.endswith("?") else q + "?"
         ids = self.encode(" " + q)
@@ -281,7 +286,23 @@ class SampleBuilder:
         src = [self.bos] + ids + [self.eos]
         sample = self._sample(r, src, tgt, image, conf=float(answers[answer]))
         sample.update(self._with_prompt(src, tgt))
+        if r.box is not None and self.image_transform is None:
+            sample["attend_box"] = self._resized_box(r, img.size)
         return sample
+
+    def _resized_box(self, r: Record, size: tuple[int, int]) -> torch.Tensor:
+        """``r.box`` in the pixels of the plainly resized patch image (a box outside the image
+        of ``size`` (width, height) is a bad row)."""
+        from openofa.vision.boxes import validate_box
+
+        w, h = size
+        try:
+            validate_box(r.box, w, h, name=r.where)
+        except OFAError as e:
+            raise BadRow(str(e), "box") from None
+        sx, sy = self.patch_image_size / w, self.patch_image_size / h
+        x1, y1, x2, y2 = r.box
+        return torch.tensor([x1 * sx, y1 * sy, x2 * sx, y2 * sy], dtype=torch.float32)
 
     def load_boxed_image(self, r: Record):
         """The row's image, after checking that its box lies inside it (else a bad row)."""
