@@ -110,6 +110,19 @@ def test_later_location_steps_can_be_supervised_too():
         BoxAttentionLoss(ce, 1.0, steps=5)
 
 
+def test_a_short_target_counts_only_its_own_tokens():
+    model, batch, ce, _ = loss_inputs()
+    batch["target"][0] = torch.tensor([1, 1, 50, 2, 1])  # a one-word answer after a 2-token prompt
+    crit = BoxAttentionLoss(ce, 1.0, steps=4)
+    with torch.no_grad():
+        logits, attention = model(**batch["net_input"], cross_attention_layer=-1)
+    out = crit((logits, attention), batch)
+    w = attention.weights
+    row0 = math.log(w[0, :, 2, 0].mean())                                # step 2 only
+    row2 = sum(math.log(w[2, :, t, 3].mean()) for t in range(4)) / 4     # steps 0-3
+    assert float(out.loss) == pytest.approx(float(ce(logits, batch).loss) - (row0 + row2), rel=1e-5)
+
+
 def test_the_gradient_moves_the_attention_onto_the_box():
     model, batch, ce, crit = loss_inputs(weight=50.0)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
@@ -155,15 +168,17 @@ def scenes_config(tmp_path, **overrides):
     return TrainConfig(**base).validate("test")
 
 
-def test_mixture_batches_carry_boxes_only_for_grounding_rows(tmp_path):
+def test_mixture_batches_carry_boxes_of_grounding_and_vqa_rows(tmp_path):
     cfg = scenes_config(tmp_path)
     train, _ = build_datasets(cfg, get_config("mini"))
-    kinds = [train[i] for i in range(len(train))]
-    batch = train.collater(kinds)
-    boxes = batch["attend_boxes"]
-    is_ground = (batch["target"] >= get_config("mini").bin_0).any(1)  # rows that target location tokens
-    assert torch.equal(~torch.isnan(boxes).any(1), is_ground) and 0 < int(is_ground.sum()) < len(kinds)
-    real = boxes[is_ground]
+    batch = train.collater([train[i] for i in range(len(train))])
+    has_box = ~torch.isnan(batch["attend_boxes"]).any(1)
+    task = [w.split("/")[-1].split(".")[0] for w in batch["where"]]
+    assert all(has_box[i] for i, t in enumerate(task) if t == "ground")
+    assert not any(has_box[i] for i, t in enumerate(task) if t == "caption")
+    vqa = [bool(has_box[i]) for i, t in enumerate(task) if t == "vqa"]
+    assert any(vqa) and not all(vqa)  # questions about one object, and counts
+    real = batch["attend_boxes"][has_box]
     assert bool(((real[:, :2] >= 0) & (real[:, 2:] <= 64) & (real[:, 2:] > real[:, :2])).all())
 
 

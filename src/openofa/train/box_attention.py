@@ -20,7 +20,8 @@ A grounding target has 5 tokens (4 locations and eos); weight 5 gives the attent
 same weight as the sample's mean token loss.
 
 With ``steps`` > 1 the same is done at the steps of the next location tokens too (the loss is
-the mean over those steps). Recipe keys: ``box_attention_weight`` (0 = off),
+the mean over those steps; a target shorter than that, such as a one-word VQA answer, counts
+only its own tokens). Recipe keys: ``box_attention_weight`` (0 = off),
 ``box_attention_layer`` (default -1), ``box_attention_steps`` (default 1).
 """
 
@@ -93,13 +94,23 @@ class BoxAttentionLoss:
         rows = boxed.nonzero().squeeze(1)
         images = batch["net_input"]["patch_images"]
         cells = box_cells(boxes[rows].float(), attention.image_grid, tuple(images.shape[-2:]))
-        # the step that emits the first box token: the first position with a real target
-        real = batch["target"][rows].ne(self.cross_entropy.pad)
+        # the step that emits the first box token: the first position with a real target; later
+        # steps count while they emit a real token other than eos (a VQA answer may be one token)
+        target = batch["target"][rows]
+        real = target.ne(self.cross_entropy.pad)
         first = real.float().argmax(1)
         n_cells = cells.shape[1]
-        mass = torch.stack([(attention.weights[rows, :, first + j, :n_cells].mean(1) * cells).sum(-1)
-                            for j in range(self.steps)], 1).clamp_min(1e-6)  # (R, steps)
-        aux = -mass.log().mean(1).sum()
+        t_max = target.shape[1] - 1
+        masses, counted = [], []
+        for j in range(self.steps):
+            step = (first + j).clamp(max=t_max)
+            tok = target.gather(1, step[:, None]).squeeze(1)
+            ok = (first + j <= t_max) & tok.ne(self.cross_entropy.pad) & (tok.ne(self.cross_entropy.eos) | (j == 0))
+            masses.append((attention.weights[rows, :, step, :n_cells].mean(1) * cells).sum(-1))
+            counted.append(ok)
+        mass = torch.stack(masses, 1).clamp_min(1e-6)  # (R, steps)
+        counted = torch.stack(counted, 1).float()
+        aux = (-mass.log() * counted).sum(1).div(counted.sum(1)).sum()
         mass = mass[:, 0]
         out.loss = out.loss + self.weight * aux
         out.sums = {**out.sums, "box_mass": float(mass.detach().sum()), "boxed": float(len(rows))}
