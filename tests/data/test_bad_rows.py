@@ -95,6 +95,8 @@ def test_jsonl_vqa_boxes_are_checked(tmp_path):
     assert items[1]["attend_box"].tolist() == pytest.approx([10, 20, 40, 200 / 3])  # 200x150 -> 100x100
     assert [isinstance(x, Skipped) for x in items] == [False, False, True, True]
     assert ds.skip_summary()["by_kind"] == {"box": 2}
+    off = build_dataset("vqa", f, patch_image_size=100, on_error="skip", shard=None, attend_box=False)
+    assert "attend_box" not in off[1]
 
 
 def test_skipped_rows_are_counted_across_dataloader_workers(tmp_path, caplog):

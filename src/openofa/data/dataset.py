@@ -418,7 +418,8 @@ def build_dataset(task: str, path: str | Path, *, split: str = "train", tokenize
     (``True``) or at a given path.
 
     Task options (``**options``): ``prompt_type`` (vqa, entail, GLUE: ``none`` | ``src`` |
-    ``prev_output``), ``add_object`` / ``max_object_length`` (vqa), ``add_caption``
+    ``prev_output``), ``add_object`` / ``max_object_length`` / ``attend_box`` (vqa: pass a row's
+    optional box to the batch, default on), ``add_caption``
     (entail), ``imagenet_default_mean_and_std``, ``scst`` (caption), ``noise_ratio``
     (summarize), ``num_bins`` / ``max_image_size`` (ground), ``train_augment`` (classify and the
     pretraining files: random augmentation in the training split, default on),

@@ -120,7 +120,8 @@ class SampleBuilder:
                  max_image_size: int | None = None, train_augment: bool = True,
                  image_transform: Callable | None = None, ans2label_file: str | Path | None = None,
                  ans2label_dict: Sequence[str] | dict | None = None, neg_sample_dir: str | Path | None = None,
-                 mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.0):
+                 mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.0,
+                 attend_box: bool = True):
         if split not in ("train", "valid", "test"):
             raise OFAError(f"split must be 'train', 'valid' or 'test', got {split!r}")
         s = layout.settings
@@ -138,6 +139,7 @@ class SampleBuilder:
         if self.prompt_type not in PROMPT_TYPES:
             raise OFAError(f"prompt_type must be one of {', '.join(PROMPT_TYPES)}, got {self.prompt_type!r}")
         self.add_object = s.get("add_object", False) if add_object is None else add_object
+        self.attend_box = bool(attend_box)  # VQA: a row's box goes to the batch (box_attention_weight)
         self.max_object_length = int(max_object_length or s.get("max_object_length", 30))
         # None: use the premise when the row has one (always, with the original's TSV layout)
         self.add_caption = add_caption
@@ -286,7 +288,7 @@ class SampleBuilder:
         src = [self.bos] + ids + [self.eos]
         sample = self._sample(r, src, tgt, image, conf=float(answers[answer]))
         sample.update(self._with_prompt(src, tgt))
-        if r.box is not None and self.image_transform is None:
+        if r.box is not None and self.attend_box and self.image_transform is None:
             sample["attend_box"] = self._resized_box(r, img.size)
         return sample
 
