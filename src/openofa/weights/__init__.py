@@ -18,6 +18,7 @@ MINI_TASK_SETTINGS = {
     "patch_image_size": 128,
     "max_image_size": 128,
     "prompt_type": "prev_output",
+    "ground_prompt_type": "prev_output",
     "generation": {"caption": {"max_len_b": 40}},
 }
 
