@@ -86,3 +86,31 @@ def test_two_processes_match_one(reference, parallel):
         for run in (longer, two):
             assert main([str(recipe), "--run-dir", str(run), "--set", "max_update=4"]) == 0
         assert losses(two)[3] == pytest.approx(losses(longer)[3], abs=1e-5)
+
+
+def test_grounding_attention_loss_under_ddp_matches_one_process(tmp_path):
+    """The attention loss and its logged mass are summed over both processes like the tokens."""
+    from openofa.scenes import write_dataset
+    from openofa.train.cli import main
+
+    files = write_dataset(tmp_path / "data", n=4, seed=2001)
+    recipe = tmp_path / "ground.json"
+    recipe.write_text(json.dumps({
+        "task": "ground", "model": "mini", "train_data": str(files["ground"]),
+        "model_config": {"encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0},
+        "data": {"patch_image_size": 64, "max_src_length": 40, "max_tgt_length": 40, "max_image_size": 64,
+                 "prompt_type": "prev_output"},
+        "box_attention_weight": 5.0, "batch_size": 4, "max_update": 3, "lr": 1e-3, "warmup_updates": 1,
+        "freeze_bn": True, "log_every": 1, "validate_every_epochs": 0, "save_every_epochs": 0,
+        "tensorboard": False, "progress": False}))
+    assert main([str(recipe), "--run-dir", str(tmp_path / "one")]) == 0
+    r = torchrun(recipe, tmp_path / "two")
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+
+    def rows(run_dir):
+        with open(run_dir / "train_log.csv") as f:
+            return [(float(r["loss"]), float(r["box_mass"])) for r in csv.DictReader(f)]
+
+    one, two = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    assert [x for pair in two for x in pair] == pytest.approx([x for pair in one for x in pair], abs=1e-4)
