@@ -4,8 +4,9 @@ Not in the original. The project's own small model, trained with the cross-entro
 the same box for "the red circle" and "the blue square" in one image: the first location token
 does not depend on the colour and shape words (``docs/own_model.md`` has the probe). Supervising
 where the decoder looks fixes much of it. For every sample with a box (``attend_boxes`` from the
-collater: grounding rows), at the decoder step that emits the box's first location token, this
-criterion adds::
+collater: grounding rows, and VQA rows whose record names the object the question is about), at
+the decoder step that emits the first target token (the box's first location token, the
+answer's first token), this criterion adds::
 
     weight * -log( sum over the box's patches of the attention, averaged over heads )
 
