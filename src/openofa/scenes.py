@@ -87,17 +87,16 @@ class Scene:
             if len(same) == 1:
                 qa.append((f"what shape is the {color} object?", same[0].kind, same[0]))
         qa.append(("how many objects are there?", NUMBER_WORDS[len(self.shapes)], None))
-        def matching(color: str, kind: str) -> list[Shape]:
-            return self._unique(lambda o: o.color == color and o.kind == kind)
+
+        def is_there(color: str, kind: str) -> tuple[str, str, Shape | None]:
+            found = self._unique(lambda o: o.color == color and o.kind == kind)
+            return f"is there a {color} {kind}?", "yes" if found else "no", found[0] if len(found) == 1 else None
 
         rng = random.Random(self.seed * 7919 + 1)
         for _ in range(2):
-            color, kind = rng.choice(sorted(COLORS)), rng.choice(SHAPES)
-            found = matching(color, kind)
-            qa.append((f"is there a {color} {kind}?", "yes" if found else "no", found[0] if len(found) == 1 else None))
+            qa.append(is_there(rng.choice(sorted(COLORS)), rng.choice(SHAPES)))
         s = rng.choice(self.shapes)
-        found = matching(s.color, s.kind)
-        qa.append((f"is there a {s.color} {s.kind}?", "yes", found[0] if len(found) == 1 else None))
+        qa.append(is_there(s.color, s.kind))
         return qa
 
     def referring_expressions(self) -> list[tuple[str, tuple[float, float, float, float]]]:
@@ -115,6 +114,10 @@ class Scene:
                     len(self._unique(lambda o: o.kind == s.kind)) > 1:
                 out.append((f"the {s.size} {s.kind}", s.box))
         return out
+
+
+def _scaled(box, sx: float, sy: float) -> list[float]:
+    return [round(v * f, 2) for v, f in zip(box, (sx, sy, sx, sy))]
 
 
 def _plural(kind: str) -> str:
@@ -279,14 +282,12 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
             for i, (q, a, subject) in qa:
                 rec = {"id": f"{s}-{i}", "image": name, "question": q, "answers": {a: 1.0}}
                 if subject is not None:  # the object the question is about (box_attention_weight uses it)
-                    rec["box"] = [round(v * f, 2) for v, f in zip(subject.box, (sx, sy, sx, sy))]
+                    rec["box"] = _scaled(subject.box, sx, sy)
                 handles["vqa"].write(json.dumps(rec) + "\n")
             for i, (text, box) in enumerate(scene.referring_expressions()):
-                box = [round(v * f, 2) for v, f in zip(box, (sx, sy, sx, sy))]
-                rec = {"id": f"{s}-{i}", "image": name, "text": text, "box": box}
+                rec = {"id": f"{s}-{i}", "image": name, "text": text, "box": _scaled(box, sx, sy)}
                 handles["ground"].write(json.dumps(rec) + "\n")
-            objects = [[*(round(v * f, 2) for v, f in zip(o.box, (sx, sy, sx, sy))), SHAPES.index(o.kind),
-                        o.phrase(with_size=True)] for o in scene.shapes]
+            objects = [[*_scaled(o.box, sx, sy), SHAPES.index(o.kind), o.phrase(with_size=True)] for o in scene.shapes]
             handles["detection"].write(json.dumps({"id": s, "image": name, "objects": objects}) + "\n")
     finally:
         for fh in handles.values():

@@ -295,27 +295,27 @@ class SampleBuilder:
     def _resized_box(self, r: Record, size: tuple[int, int]) -> torch.Tensor:
         """``r.box`` in the pixels of the plainly resized patch image (a box outside the image
         of ``size`` (width, height) is a bad row)."""
-        from openofa.vision.boxes import validate_box
+        from openofa.text.locations import scale_box
 
+        self._check_box(r, size)
         w, h = size
-        try:
-            validate_box(r.box, w, h, name=r.where)
-        except OFAError as e:
-            raise BadRow(str(e), "box") from None
-        sx, sy = self.patch_image_size / w, self.patch_image_size / h
-        x1, y1, x2, y2 = r.box
-        return torch.tensor([x1 * sx, y1 * sy, x2 * sx, y2 * sy], dtype=torch.float32)
+        return scale_box(torch.tensor(r.box, dtype=torch.float32), self.patch_image_size / w, self.patch_image_size / h)
 
     def load_boxed_image(self, r: Record):
         """The row's image, after checking that its box lies inside it (else a bad row)."""
+        img = self.load_image(r)
+        self._check_box(r, img.size)
+        return img
+
+    @staticmethod
+    def _check_box(r: Record, size: tuple[int, int]) -> None:
+        """A box outside an image of ``size`` (width, height) makes the row a bad row."""
         from openofa.vision.boxes import validate_box
 
-        img = self.load_image(r)
         try:
-            validate_box(r.box, img.size[0], img.size[1], name=r.where)
+            validate_box(r.box, size[0], size[1], name=r.where)
         except OFAError as e:
             raise BadRow(str(e), "box") from None
-        return img
 
     def box_ids(self, r: Record, box) -> list[int]:
         """Four location-token ids of ``box`` (pixels of the transformed image)."""

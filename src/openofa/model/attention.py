@@ -46,10 +46,8 @@ class Attention(nn.Module):
         if bias is not None and bias.dtype != q.dtype:
             bias = bias.to(q.dtype)
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scaling)
-        if self.c_attn is not None:
-            out = out * self.c_attn.to(out.dtype)[:, None, None]
-        return out
+        return self._scale_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p,
+                                                                scale=self.scaling))
 
     def attend_with_weights(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,9 +59,10 @@ class Attention(nn.Module):
         probs = scores.softmax(-1)
         p = self.dropout if self.training else 0.0
         out = F.dropout(probs, p=p, training=self.training).to(v.dtype) @ v
-        if self.c_attn is not None:
-            out = out * self.c_attn.to(out.dtype)[:, None, None]
-        return out, probs
+        return self._scale_heads(out), probs
+
+    def _scale_heads(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.c_attn is None else out * self.c_attn.to(out.dtype)[:, None, None]
 
     def merge(self, out: torch.Tensor) -> torch.Tensor:
         """(B, H, T, d) -> out_proj of (B, T, C)."""
