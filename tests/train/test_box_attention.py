@@ -31,6 +31,8 @@ def test_cells_of_a_box():
     assert bool(cells[2].all())
     wide = box_cells(torch.tensor([[0.0, 0.0, 64.0, 10.0]]), (2, 4), (32, 64)).view(2, 4)
     assert wide.nonzero().tolist() == [[0, 0], [0, 1], [0, 2], [0, 3]]  # cells 16 px wide, 16 px high
+    centre = box_cells(boxes, (4, 4), (64, 64), centre_only=True).view(3, 4, 4)
+    assert [c.nonzero().tolist() for c in centre] == [[[0, 1]], [[2, 2]], [[2, 2]]]  # centres (16, 8), (42, 42), (32, 32)
 
 
 def batch_of_model_inputs(batch_size=3, image=32, src=6, tgt=5, seed=0):
@@ -93,6 +95,22 @@ def test_the_loss_is_the_cross_entropy_plus_the_attention_mass_of_boxed_rows():
     assert float(out.loss.detach()) == pytest.approx(float(expected), rel=1e-5)
     assert out.sample_size == plain.sample_size and float(out.nll_loss) == pytest.approx(float(plain.nll_loss))
     assert out.sums == {"box_mass": pytest.approx(float(mass0 + mass2)), "boxed": 2.0}
+
+
+def test_the_centre_option_counts_only_the_cell_of_the_box_centre():
+    model, batch, ce, _ = loss_inputs()
+    batch["attend_boxes"] = torch.tensor([[0.0, 0.0, 32.0, 32.0]] + [[float("nan")] * 4] * 2)  # the whole image
+    logits, attention = model(**batch["net_input"], cross_attention_layer=-1)
+    plain = ce(logits, batch).loss.detach()
+    whole = BoxAttentionLoss(ce, 5.0)((logits, attention), batch)
+    centre = BoxAttentionLoss(ce, 5.0, cells="centre")((logits, attention), batch)
+    w = attention.weights.detach()[0, :, 0]
+    image_mass, mass = w[:, :4].sum(-1).mean(), w[:, 3].mean()  # centre (16, 16): the bottom-right cell of 2x2
+    assert float(whole.loss.detach()) == pytest.approx(float(plain - 5.0 * math.log(image_mass)), rel=1e-5)
+    assert float(centre.loss.detach()) == pytest.approx(float(plain - 5.0 * math.log(mass)), rel=1e-5)
+    assert float(centre.loss.detach()) > float(whole.loss.detach())
+    with pytest.raises(OFAError, match="box_attention_cells"):
+        BoxAttentionLoss(ce, 5.0, cells="corner")
 
 
 def test_later_location_steps_can_be_supervised_too():
@@ -208,3 +226,7 @@ def test_recipe_checks():
         TrainConfig(task="caption", model="tiny", box_attention_weight=1.0, criterion="scst").validate("test")
     with pytest.raises(OFAError, match="box_attention_steps"):
         TrainConfig(task="caption", model="tiny", box_attention_weight=1.0, box_attention_steps=0).validate("test")
+    with pytest.raises(OFAError, match="box_attention_cells: must be box or centre"):
+        TrainConfig(task="caption", model="tiny", box_attention_weight=1.0, box_attention_cells="all").validate("test")
+    with pytest.raises(OFAError, match="image_cache_mb: must be >= 0"):
+        TrainConfig(task="caption", model="tiny", image_cache_mb=-1).validate("test")

@@ -99,3 +99,40 @@ def test_mixture_ratio_reads_a_share_of_a_file_per_epoch(tmp_path):
     assert seen == [full[n_cap + (k % n_vqa)]["where"] for k in range(3 * share)]
     train.set_epoch(1)
     assert train[n_cap]["where"] == full[n_cap]["where"] and train[0]["where"] == full[0]["where"]
+
+
+def test_stages_share_decoded_images_and_train_as_without_them(tmp_path, capsys):
+    """``image_cache_mb``: the trunk stage decodes each scene once, the mixture stage after it
+    reads every image (three tasks over the same scenes) from memory; the losses are those of a
+    run without the cache."""
+    import json
+
+    from openofa.train.cli import main
+
+    files = write_dataset(tmp_path / "data", n=4, seed=2000)
+    n_images = 4
+    logs = {}
+    for name, mb in (("plain", 0), ("cached", 64)):
+        recipe = {"model": "mini", "batch_size": 4, "lr": 1e-3, "seed": 1, "num_workers": 0,
+                  "run_dir": str(tmp_path / name), "progress": False, "validate_every_epochs": 0,
+                  "log_every": 1, "image_cache_mb": mb, "model_config": {"dropout": 0.0},
+                  "data": {"patch_image_size": 64, "max_src_length": 40, "max_tgt_length": 40},
+                  "stages": [
+                      {"name": "trunk", "task": "trunk", "train_data": str(files["detection"]),
+                       "max_update": 2},
+                      {"name": "mix", "task": "mixture", "freeze_resnet": True, "max_update": 3,
+                       "mixture": {t: str(files[t]) for t in ("caption", "vqa", "ground")},
+                       "data": {"ground": {"max_image_size": 64}}}]}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(recipe))
+        assert main([str(path)]) == 0
+        logs[name] = capsys.readouterr().err
+        csv = (tmp_path / name / "mix" / "train_log.csv").read_text().splitlines()
+        logs[name + "_losses"] = [line.split(",")[2] for line in csv[1:]]
+    assert "image cache" not in logs["plain"]
+    # counts are for the whole recipe: the trunk stage (two updates of four scenes) decoded each
+    # scene once and read it again once; the mixture stage (three updates of four samples of
+    # the three tasks over the same scenes) decoded nothing
+    hits = 4 + 3 * 4
+    assert f"image cache: {hits} hits, {n_images} misses, {n_images} images" in logs["cached"]
+    assert logs["cached_losses"] == logs["plain_losses"] and len(logs["plain_losses"]) == 3

@@ -428,7 +428,9 @@ def build_dataset(task: str, path: str | Path, *, split: str = "train", tokenize
     (vqa, entail, classify, GLUE: a closed candidate answer list, see
     :mod:`openofa.data.answers`; samples then carry a ``constraint_mask``), ``neg_sample_dir``
     (pretrain_vl: negatives for image-text matching), ``mask_ratio`` / ``poisson_lambda`` /
-    ``random_ratio`` (pretrain_text: the span masking; see :mod:`openofa.data.pretrain`).
+    ``random_ratio`` (pretrain_text: the span masking; see :mod:`openofa.data.pretrain`),
+    ``image_cache`` (a :class:`openofa.data.image_cache.DecodedImages` keeping decoded image
+    files in memory).
     """
     from openofa.data.samples import SampleBuilder, make_builder
 

@@ -91,15 +91,19 @@ def reference(task: str, record: Record) -> Any:
     return record.label
 
 
-def load_record_image(record: Record):
+def load_record_image(record: Record, cache=None):
     """The RGB image of a record (a path next to the data file, or a base64 column); an unreadable
-    one raises :class:`BadRow` naming the file and line."""
+    one raises :class:`BadRow` naming the file and line. ``cache``: a
+    :class:`openofa.data.image_cache.DecodedImages` for image files."""
     from openofa.vision.io import decode_base64_image, load_image
 
     where = record.where
     try:
         if record.extra.get("image_is_path"):
-            return load_image(Path(record.image), name=f"image {record.image}")
+            name = f"image {record.image}"
+            if cache is not None:
+                return cache.load(Path(record.image), lambda path: load_image(path, name=name))
+            return load_image(Path(record.image), name=name)
         return load_image(decode_base64_image(record.image), name="image column")
     except BadRow:
         raise
@@ -121,7 +125,7 @@ class SampleBuilder:
                  image_transform: Callable | None = None, ans2label_file: str | Path | None = None,
                  ans2label_dict: Sequence[str] | dict | None = None, neg_sample_dir: str | Path | None = None,
                  mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.0,
-                 attend_box: bool = True):
+                 attend_box: bool = True, image_cache=None):
         if split not in ("train", "valid", "test"):
             raise OFAError(f"split must be 'train', 'valid' or 'test', got {split!r}")
         s = layout.settings
@@ -139,6 +143,7 @@ class SampleBuilder:
         if self.prompt_type not in PROMPT_TYPES:
             raise OFAError(f"prompt_type must be one of {', '.join(PROMPT_TYPES)}, got {self.prompt_type!r}")
         self.add_object = s.get("add_object", False) if add_object is None else add_object
+        self.image_cache = image_cache  # DecodedImages: decoded image files kept in memory
         self.attend_box = bool(attend_box)  # VQA: a row's box goes to the batch (box_attention_weight)
         self.max_object_length = int(max_object_length or s.get("max_object_length", 30))
         # None: use the premise when the row has one (always, with the original's TSV layout)
@@ -195,7 +200,7 @@ class SampleBuilder:
         return self.tok.encode(text, length=length)
 
     def load_image(self, record: Record):
-        return load_record_image(record)
+        return load_record_image(record, self.image_cache)
 
     def patch_image(self, record: Record) -> torch.Tensor:
         return self.patch_of(self.load_image(record))

@@ -36,11 +36,12 @@ from openofa.errors import OFAError
 from openofa.train.loss import LabelSmoothedCrossEntropy, LossOutput
 
 
-def box_cells(boxes: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int]) -> torch.Tensor:
+def box_cells(boxes: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int],
+              centre_only: bool = False) -> torch.Tensor:
     """Which patches each box covers: ``boxes`` (B, 4) as x0, y0, x1, y1 in the pixels of an image
     of ``image_size`` (height, width) cut into ``grid`` (rows, columns) -> bool (B, rows * columns),
     row-major. A cell is covered when its centre is inside the box; the cell holding the box's
-    centre always is."""
+    centre always is. With ``centre_only`` only that cell is."""
     rows, cols = grid
     height, width = image_size
     cy = (torch.arange(rows, device=boxes.device, dtype=boxes.dtype) + 0.5) * (height / rows)
@@ -49,6 +50,8 @@ def box_cells(boxes: torch.Tensor, grid: tuple[int, int], image_size: tuple[int,
     in_x = (cx[None] >= x0) & (cx[None] <= x1)  # (B, cols)
     in_y = (cy[None] >= y0) & (cy[None] <= y1)  # (B, rows)
     cells = (in_y[:, :, None] & in_x[:, None, :]).flatten(1)
+    if centre_only:
+        cells = torch.zeros_like(cells)
     col = ((x0 + x1)[:, 0] / 2 / (width / cols)).long().clamp(0, cols - 1)
     row = ((y0 + y1)[:, 0] / 2 / (height / rows)).long().clamp(0, rows - 1)
     cells[torch.arange(len(boxes), device=boxes.device), row * cols + col] = True
@@ -68,11 +71,14 @@ class BoxAttentionLoss:
     hidden_log_keys = ("boxed",)
 
     def __init__(self, cross_entropy: LabelSmoothedCrossEntropy, weight: float, layer: int = -1,
-                 steps: int = 1) -> None:
+                 steps: int = 1, cells: str = "box") -> None:
         if weight <= 0:
             raise OFAError(f"box_attention_weight must be > 0, got {weight}")
         if not 1 <= steps <= 4:
             raise OFAError(f"box_attention_steps must be 1 to 4 (the box's location tokens), got {steps}")
+        if cells not in ("box", "centre"):
+            raise OFAError(f"box_attention_cells must be box or centre, got {cells!r}")
+        self.centre_only = cells == "centre"
         self.cross_entropy = cross_entropy
         self.weight = float(weight)
         self.cross_attention_layer = int(layer)
@@ -94,7 +100,8 @@ class BoxAttentionLoss:
             raise OFAError("box_attention_weight: a batch with boxes but no images")
         rows = boxed.nonzero().squeeze(1)
         images = batch["net_input"]["patch_images"]
-        cells = box_cells(boxes[rows].float(), attention.image_grid, tuple(images.shape[-2:]))
+        cells = box_cells(boxes[rows].float(), attention.image_grid, tuple(images.shape[-2:]),
+                          self.centre_only)
         # the step that emits the first box token: the first position with a real target; later
         # steps count while they emit a real token other than eos (a VQA answer may be one token)
         target = batch["target"][rows]

@@ -105,10 +105,11 @@ def _tokenizer(model_config):
     return OFATokenizer.for_config(model_config)
 
 
-def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
+def build_datasets(cfg, model_config=None, image_cache=None) -> tuple[Any, Any]:
     """(train, valid) datasets of a recipe (valid may be None). ``task: synthetic`` needs no files;
     every other task goes through ``openofa.data.build_dataset``. Each process gets the whole
-    dataset (``shard=None``): the trainer splits the batches between processes itself."""
+    dataset (``shard=None``): the trainer splits the batches between processes itself.
+    ``image_cache``: a :class:`openofa.data.image_cache.DecodedImages` shared by the datasets."""
     vocab = model_config.vocab_size if model_config is not None else 1000
     if cfg.task == "synthetic":
         from openofa.train.synthetic import synthetic_datasets
@@ -120,12 +121,14 @@ def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
         raise OFAError(f"task {cfg.task!r} needs the data layer (openofa.data.build_dataset), which is not "
                        f"available here ({e}); task: synthetic runs without it") from None
     if cfg.task == "mixture":
-        return _mixture_datasets(cfg, build_dataset, model_config)
+        return _mixture_datasets(cfg, build_dataset, model_config, image_cache)
     if not cfg.train_data:
         raise OFAError("train_data is not set (give it in the recipe or with --set train_data=PATH)")
     options = dict(cfg.data)
     options.setdefault("tokenizer", _tokenizer(model_config))
     options["shard"] = None
+    if image_cache is not None:
+        options["image_cache"] = image_cache
     if cfg.criterion == "scst":
         options.setdefault("scst", True)  # caption targets keep every reference, as the original's --scst
 
@@ -142,7 +145,7 @@ def build_datasets(cfg, model_config=None) -> tuple[Any, Any]:
 _TASK_EXTRAS = ("conf", "w_resize_ratio", "h_resize_ratio", "region_coord", "ref", "prefix", "constraint_mask")
 
 
-def _mixture_datasets(cfg, build_dataset, model_config) -> tuple[Any, Any]:
+def _mixture_datasets(cfg, build_dataset, model_config, image_cache=None) -> tuple[Any, Any]:
     """Several tasks in one training set; batches mix tasks, so task-specific extras (VQA
     confidences, candidate-list constraint masks, ...) are dropped and every sample contributes
     plain token-level cross-entropy."""
@@ -151,6 +154,8 @@ def _mixture_datasets(cfg, build_dataset, model_config) -> tuple[Any, Any]:
     shared = {k: v for k, v in cfg.data.items() if not isinstance(v, dict)}
     shared.setdefault("tokenizer", _tokenizer(model_config))
     shared["shard"] = None
+    if image_cache is not None:
+        shared["image_cache"] = image_cache
     parts = [build_dataset(task, path, split="train", **{**shared, **dict(cfg.data.get(task) or {})})
              for task, path in cfg.mixture.items()]
     ratios = getattr(cfg, "mixture_ratio", None) or {}
@@ -307,20 +312,27 @@ def task_evaluate(cfg, model_config, valid) -> Any:
     return evaluate
 
 
-def run(cfg, *, evaluate=None, hooks=(), feature_memory=None) -> dict:
+def run(cfg, *, evaluate=None, hooks=(), feature_memory=None, image_memory=None) -> dict:
     """Build everything a config names and train; returns the trainer's summary. The stages of a
-    recipe share one ``feature_memory`` (see ``openofa.train.feature_cache``)."""
+    recipe share one ``feature_memory`` (see ``openofa.train.feature_cache``) and one
+    ``image_memory`` (a ``DecodedImages``, used when the stage sets ``image_cache_mb``)."""
     from openofa.train.distributed import cleanup, init_distributed
     from openofa.train.trainer import Trainer
 
+    images = None
+    if cfg.image_cache_mb:
+        from openofa.data.image_cache import DecodedImages
+
+        images = image_memory if image_memory is not None else DecodedImages()
+        images.resize(cfg.image_cache_mb)
     if cfg.task == "trunk":  # the image trunk alone (openofa.train.trunk), before the distributed setup
         from openofa.train.trunk import pretrain_trunk
 
-        return pretrain_trunk(cfg)
+        return pretrain_trunk(cfg, image_cache=images)
     info = init_distributed(cfg.device, need_group=cfg.parallel == "fsdp")
     try:
         model = build_model_for(cfg)
-        train, valid = build_datasets(cfg, model.config)
+        train, valid = build_datasets(cfg, model.config, image_cache=images)
         if evaluate is None and valid is not None:
             evaluate = task_evaluate(cfg, model.config, valid)
             if evaluate is None and cfg.best_metric not in ("loss", "nll_loss"):
@@ -330,7 +342,10 @@ def run(cfg, *, evaluate=None, hooks=(), feature_memory=None) -> dict:
                 cfg = dataclasses.replace(cfg, best_metric="loss", maximize_best=False)
         trainer = Trainer(cfg, model, train, valid_data=valid, evaluate=evaluate, hooks=hooks, dist_info=info,
                           feature_memory=feature_memory)
-        return trainer.fit()
+        summary = trainer.fit()
+        if images is not None and info.is_main:
+            print(images.summary(), file=sys.stderr)
+        return summary
     finally:
         cleanup(info)
 
@@ -348,17 +363,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         *earlier, last = configs
         from openofa.train.feature_cache import FeatureStore
 
+        from openofa.data.image_cache import DecodedImages
+
         features = FeatureStore()  # the trunk's remembered features, from one stage to the next
+        images = DecodedImages()  # decoded image files (stages with image_cache_mb)
         for i, cfg in enumerate(earlier):  # stages before the last: skip those already exported
             name, final = Path(cfg.run_dir).name, Path(cfg.run_dir) / "final"
             if cfg.resume != "never" and (final / "model.safetensors").is_file():
                 print(f"stage {name}: already done ({final}), going on", file=sys.stderr)
             else:
                 print(f"stage {i + 1}/{len(configs)}: {name}", file=sys.stderr)
-                run(cfg, feature_memory=features)
+                run(cfg, feature_memory=features, image_memory=images)
         if earlier:
             print(f"stage {len(configs)}/{len(configs)}: {Path(last.run_dir).name}", file=sys.stderr)
-        summary = run(last, feature_memory=features)
+        summary = run(last, feature_memory=features, image_memory=images)
     except OFAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -90,10 +90,12 @@ class TrainConfig:
     box_attention_weight: float = 0.0
     box_attention_layer: int = -1
     box_attention_steps: int = 1  # the first N location tokens (1-4)
+    box_attention_cells: str = "box"  # box: the cells inside the box; centre: the box centre's cell
     # ---- freezing ------------------------------------------------------------------------------------
     freeze_embedding: bool = False  # the shared token embedding (= output projection)
     freeze_resnet: bool = False  # the whole image trunk
     freeze_bn: bool = False  # only the trunk's batch norms (the original's --freeze-resnet)
+    image_cache_mb: float = 0.0  # keep decoded image files in memory (openofa.data.image_cache; 0 = off)
     image_feature_cache_mb: float = 0.0  # with freeze_resnet: remember the trunk's features (0 = off)
     # ---- precision and memory --------------------------------------------------------------------------
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling)
@@ -149,6 +151,8 @@ class TrainConfig:
                     "drop_worst_after", "ignore_prefix_size", "ema_start_update"):
             if getattr(self, key) < 0:
                 raise bad(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.image_cache_mb < 0:
+            raise bad("image_cache_mb", f"must be >= 0, got {self.image_cache_mb}")
         if self.image_feature_cache_mb < 0:
             raise bad("image_feature_cache_mb", f"must be >= 0, got {self.image_feature_cache_mb}")
         if self.image_feature_cache_mb and not self.freeze_resnet:
@@ -157,6 +161,8 @@ class TrainConfig:
             raise bad("box_attention_weight", f"must be >= 0, got {self.box_attention_weight}")
         if not 1 <= self.box_attention_steps <= 4:
             raise bad("box_attention_steps", f"must be 1 to 4 (the box's location tokens), got {self.box_attention_steps}")
+        if self.box_attention_cells not in ("box", "centre"):
+            raise bad("box_attention_cells", f"must be box or centre, got {self.box_attention_cells!r}")
         if self.box_attention_weight and self.criterion != "label_smoothed_cross_entropy":
             raise bad("box_attention_weight", f"adds to the cross-entropy; criterion {self.criterion} has none")
         if self.max_epoch == 0 and self.max_update == 0:

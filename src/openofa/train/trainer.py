@@ -118,7 +118,8 @@ def build_criterion(cfg: TrainConfig, model_config, train_data: Any,
     if cfg.box_attention_weight:
         from openofa.train.box_attention import BoxAttentionLoss
 
-        return BoxAttentionLoss(ce, cfg.box_attention_weight, cfg.box_attention_layer, cfg.box_attention_steps)
+        return BoxAttentionLoss(ce, cfg.box_attention_weight, cfg.box_attention_layer, cfg.box_attention_steps,
+                                cfg.box_attention_cells)
     return ce
 
 

@@ -61,12 +61,13 @@ class TrunkTargets(torch.utils.data.Dataset):
     tell its name and box). Where objects share a cell the smaller box wins."""
 
     def __init__(self, path: str | Path, size: int, *, words: list[str] | None = None, split: str = "train",
-                 image_root: str | Path | None = None, cells: str = "centre") -> None:
+                 image_root: str | Path | None = None, cells: str = "centre", image_cache=None) -> None:
         from openofa.data.dataset import open_records
 
         if cells not in ("centre", "box"):
             raise OFAError(f"trunk pretraining: data.trunk_cells must be centre or box, got {cells!r}")
         self.cells = cells
+        self.image_cache = image_cache  # DecodedImages (recipe image_cache_mb)
         if size % STRIDE:
             raise OFAError(f"trunk pretraining: patch_image_size must be a multiple of {STRIDE}, got {size}")
         self.reader = open_records("detection", path, split=split, shard=None, image_root=image_root)
@@ -91,7 +92,7 @@ class TrunkTargets(torch.utils.data.Dataset):
         from openofa.vision.transforms import OFA_MEAN, OFA_STD, resize_bicubic, to_tensor_normalized
 
         rec = self.reader.record(index)
-        img = load_record_image(rec)
+        img = load_record_image(rec, self.image_cache)
         w, h = img.size
         s, g = self.size, self.grid
         image = to_tensor_normalized(resize_bicubic(img, s, s), OFA_MEAN, OFA_STD)
@@ -239,7 +240,7 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area(a) + area(b) - inter).clamp(min=1e-9)
 
 
-def pretrain_trunk(cfg) -> dict[str, Any]:
+def pretrain_trunk(cfg, image_cache=None) -> dict[str, Any]:
     """Run a ``task: trunk`` stage (see the module docstring). Returns a summary like the
     trainer's, with ``log``: the mean losses and accuracies of every ``log_every`` updates."""
     from openofa.checkpoints import save_pretrained
@@ -261,7 +262,7 @@ def pretrain_trunk(cfg) -> dict[str, Any]:
     model = build_model_for(cfg)  # its patch_image_size is the recipe's data.patch_image_size
     size = model.config.patch_image_size
     options = cfg.data or {}
-    data = TrunkTargets(cfg.train_data, size, cells=options.get("trunk_cells", "centre"))
+    data = TrunkTargets(cfg.train_data, size, cells=options.get("trunk_cells", "centre"), image_cache=image_cache)
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     model.to(device)
     trunk = model.encoder.embed_images
