@@ -8,7 +8,7 @@ epoch. ``image_cache_mb: N`` in a recipe keeps up to N MiB of decoded RGB pixels
 transforms after decoding (resize, normalisation, random augmentation) run as before, so the
 samples are exactly those of an uncached run.
 
-The key is the file's resolved path with its size and modification time (``st_mtime_ns``): a
+The key is the file's absolute path with its size and modification time (``st_mtime_ns``): a
 file rewritten during the run is decoded again. Only image files are cached; base64 images inside
 TSV rows are decoded each time (their rows differ anyway). The cache lives in the process that
 builds the samples: with ``num_workers: 0`` that is the training process and it lasts the whole
@@ -51,8 +51,9 @@ class DecodedImages:
 
     @staticmethod
     def key(path: Path) -> tuple:
+        """(absolute path, size, modification time): one ``stat`` per read, no path resolution."""
         st = os.stat(path)
-        return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+        return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
     def load(self, path: Path, decode) -> Image.Image:
         """The RGB image of ``path``: a copy of the kept pixels, or ``decode(path)`` (which must

@@ -44,14 +44,15 @@ def box_cells(boxes: torch.Tensor, grid: tuple[int, int], image_size: tuple[int,
     centre always is. With ``centre_only`` only that cell is."""
     rows, cols = grid
     height, width = image_size
-    cy = (torch.arange(rows, device=boxes.device, dtype=boxes.dtype) + 0.5) * (height / rows)
-    cx = (torch.arange(cols, device=boxes.device, dtype=boxes.dtype) + 0.5) * (width / cols)
     x0, y0, x1, y1 = (boxes[:, i, None] for i in range(4))
-    in_x = (cx[None] >= x0) & (cx[None] <= x1)  # (B, cols)
-    in_y = (cy[None] >= y0) & (cy[None] <= y1)  # (B, rows)
-    cells = (in_y[:, :, None] & in_x[:, None, :]).flatten(1)
     if centre_only:
-        cells = torch.zeros_like(cells)
+        cells = torch.zeros(len(boxes), rows * cols, dtype=torch.bool, device=boxes.device)
+    else:
+        cy = (torch.arange(rows, device=boxes.device, dtype=boxes.dtype) + 0.5) * (height / rows)
+        cx = (torch.arange(cols, device=boxes.device, dtype=boxes.dtype) + 0.5) * (width / cols)
+        in_x = (cx[None] >= x0) & (cx[None] <= x1)  # (B, cols)
+        in_y = (cy[None] >= y0) & (cy[None] <= y1)  # (B, rows)
+        cells = (in_y[:, :, None] & in_x[:, None, :]).flatten(1)
     col = ((x0 + x1)[:, 0] / 2 / (width / cols)).long().clamp(0, cols - 1)
     row = ((y0 + y1)[:, 0] / 2 / (height / rows)).long().clamp(0, rows - 1)
     cells[torch.arange(len(boxes), device=boxes.device), row * cols + col] = True

@@ -361,9 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
             return 0
         *earlier, last = configs
-        from openofa.train.feature_cache import FeatureStore
-
         from openofa.data.image_cache import DecodedImages
+        from openofa.train.feature_cache import FeatureStore
 
         features = FeatureStore()  # the trunk's remembered features, from one stage to the next
         images = DecodedImages()  # decoded image files (stages with image_cache_mb)
