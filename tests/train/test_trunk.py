@@ -154,6 +154,26 @@ def test_trunk_loss_falls(tmp_path):
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
+def test_loader_workers_do_not_change_the_trained_trunk(tmp_path):
+    """Three epochs with and without a (persistent) loader worker: the same order of samples, so
+    the very same weights; the loader's per-epoch worker seeds must not move the sampler."""
+    from openofa.checkpoints import load_checkpoint
+    from openofa.train.recipe import config_from_mapping
+    from openofa.train.trunk import pretrain_trunk
+
+    files = write_dataset(tmp_path / "scenes", n=12, seed=300, image_size=64)
+    weights = []
+    for workers in (0, 1):
+        run = tmp_path / f"run{workers}"
+        cfg = config_from_mapping({"task": "trunk", "model": "mini", "train_data": str(files["detection"]),
+                                   "data": {"patch_image_size": 64}, "batch_size": 4, "lr": 3e-3, "max_update": 9,
+                                   "log_every": 100, "seed": 5, "num_workers": workers, "run_dir": str(run)})
+        assert pretrain_trunk(cfg)["num_updates"] == 9
+        weights.append(load_checkpoint(run / "final")[1])
+    trunk = [k for k in weights[0] if k.startswith("encoder.embed_images.") and weights[0][k].is_floating_point()]
+    assert trunk and all(weights[0][k].equal(weights[1][k]) for k in trunk)
+
+
 def test_box_bins_quantize_like_the_grounding_targets(tmp_path):
     from openofa.text.locations import quantize_box
     from openofa.train.trunk import box_bins

@@ -285,9 +285,14 @@ def pretrain_trunk(cfg, image_cache=None) -> dict[str, Any]:
     total = cfg.total_num_update or cfg.max_update
     sched = PolynomialDecaySchedule(opt, lr=cfg.lr, total_updates=total, end_lr=cfg.end_lr, power=cfg.lr_power,
                                     warmup_updates=warmup_steps(total, cfg.warmup_ratio, cfg.warmup_updates))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=cfg.num_workers, generator=gen,
+    # The order comes from the sampler's own generator: the loader also draws its workers' base
+    # seed from its generator, once per epoch without persistent workers and once in all with
+    # them, so sharing one generator would make the order depend on num_workers. The samples
+    # themselves are not random, so loader workers change nothing but the speed.
+    order = torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=order, drop_last=True,
+                                         num_workers=cfg.num_workers,
+                                         generator=torch.Generator().manual_seed(cfg.seed + 1),
                                          persistent_workers=cfg.num_workers > 0)
     if len(loader) == 0:
         raise OFAError(f"task: trunk: {cfg.train_data} has fewer rows ({len(data)}) than one batch ({cfg.batch_size})")
