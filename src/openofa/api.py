@@ -59,12 +59,15 @@ class OFA:
     @classmethod
     def load(cls, path: str | Path | None = None, *, ema: bool = False, device: str | None = None,
              dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
-             image_size: int | None = None) -> "OFA":
+             image_size: int | None = None, fold_batchnorm: bool = True) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package.
 
         ``dtype`` sets the image trunk and encoder precision; the decoder stays float32 unless
-        ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`)."""
+        ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`). ``fold_batchnorm``
+        folds the image trunk's BatchNorms into its convolutions (the same outputs up to rounding,
+        a faster trunk; ``model.state_dict()`` then lacks the BatchNorm keys): pass False to keep
+        the model exactly in the checkpoint's layout."""
         from openofa.checkpoints import load_checkpoint
         from openofa.model import OFAModel
 
@@ -78,7 +81,9 @@ class OFA:
         config, state_dict, meta = load_checkpoint(path, ema=ema)
         model = OFAModel(config)
         model.load_state_dict(state_dict, strict=True)
-        model = model.to(device=device or "cpu")
+        model = model.to(device=device or "cpu").eval()
+        if fold_batchnorm:
+            model.fold_batchnorm()
         model.set_precision(resolve_dtype(dtype), resolve_dtype(decoder_dtype))
         task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}
         return cls(model, image_size=image_size, task_settings=task)

@@ -36,6 +36,21 @@ def test_resnet_features(case):
 
 
 @torch.no_grad()
+def test_folded_batchnorm_keeps_parity(case):
+    """The inference-time trunk (BatchNorms folded into the convolutions, what ``openofa.load``
+    runs) meets the same tolerances as the unfolded one."""
+    import copy
+
+    size, model, ref = case
+    folded = copy.deepcopy(model).fold_batchnorm()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    feat = folded.encoder.embed_images(ref["patch_images"])
+    assert (feat - ref["resnet_features"]).abs().max().item() <= 1e-4 * ref["resnet_features"].abs().max().item()
+    enc = folded.encode(ref["src_tokens"], ref["src_lengths"], ref["patch_images"], ref["patch_masks"])
+    _close(enc.hidden, ref["encoder_out"].transpose(0, 1), TOL[size])
+
+
+@torch.no_grad()
 def test_encoder_states(case):
     size, model, ref = case
     enc = model.encode(ref["src_tokens"], ref["src_lengths"], ref["patch_images"], ref["patch_masks"])

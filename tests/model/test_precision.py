@@ -18,8 +18,26 @@ def bf16_model(tiny_model):
     return copy.deepcopy(tiny_model).set_precision(torch.bfloat16, torch.float32)
 
 
+@pytest.fixture(scope="module")
+def folded_models(tiny_model):
+    """What ``openofa.load`` runs: the trunk's BatchNorms folded, in float32 and with the bf16 encoder."""
+    fp32 = copy.deepcopy(tiny_model).fold_batchnorm()
+    return {"fp32": fp32, "bf16": copy.deepcopy(fp32).set_precision(torch.bfloat16, torch.float32)}
+
+
+@pytest.mark.parametrize("name", ["caption_beam5", "caption_greedy", "refcoco_bins_beam5", "vqa_trie_beam5"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_folded_trunk_gives_golden_tokens(folded_models, name, precision):
+    _check_golden_tokens(folded_models[precision], name)
+
+
 @pytest.mark.parametrize("name", ["caption_beam5", "caption_greedy", "refcoco_bins_beam5", "vqa_trie_beam5"])
 def test_bf16_encoder_gives_golden_tokens(bf16_model, name):
+    assert bf16_model.encoder_dtype == torch.bfloat16 and bf16_model.dtype == torch.float32
+    _check_golden_tokens(bf16_model, name)
+
+
+def _check_golden_tokens(model, name):
     data = json.loads((GOLDEN / f"generate_{name}.json").read_text())
     pre = np.load(GOLDEN / "preprocess.npz")
     images = torch.stack([torch.from_numpy(pre[f"caption256/{n}"]) for n in data["images"]])
@@ -32,11 +50,10 @@ def test_bf16_encoder_gives_golden_tokens(bf16_model, name):
         normalize_scores=s["normalize_scores"], no_repeat_ngram_size=s["no_repeat_ngram_size"],
         constraint_range=rng))
     trie = Trie.from_answers(data["answer_ids"]) if "answer_ids" in data else None
-    assert bf16_model.encoder_dtype == torch.bfloat16 and bf16_model.dtype == torch.float32
-    out = gen.generate(bf16_model, src, None, images, torch.tensor(data["patch_masks"]), constraints=trie)
+    out = gen.generate(model, src, None, images, torch.tensor(data["patch_masks"]), constraints=trie)
     for got, want in zip(out, data["hypos"]):
         assert [h.tokens.tolist() for h in got] == [w["tokens"] for w in want]
-        # scores move by bf16 rounding of the encoder only
+        # scores move by bf16 rounding of the encoder (or float32 rounding of the folded trunk) only
         assert got[0].score == pytest.approx(want[0]["score"], abs=0.05)
 
 
@@ -47,3 +64,30 @@ def test_set_precision_unties_embeddings_only_when_needed(tiny_model):
     assert mixed.encoder.embed_tokens.weight.dtype == torch.bfloat16
     assert mixed.decoder.output_projection.weight.dtype == torch.float32
     assert mixed.decoder.output_projection.weight is mixed.decoder.embed_tokens.weight
+
+
+def test_fold_batchnorm_is_for_inference_and_idempotent(tiny_model):
+    from openofa.model.resnet import ResNetTrunk
+
+    trunk = ResNetTrunk((1, 1, 1), width=8)
+    with torch.no_grad():  # running statistics far from the identity, so folding has work to do
+        for m in trunk.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    with pytest.raises(RuntimeError, match="eval"):
+        trunk.fold_batchnorm()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = trunk.eval()(x)
+        trunk.fold_batchnorm()
+        once = trunk(x)
+        trunk.fold_batchnorm()
+        twice = trunk(x)
+    assert (once - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+    assert torch.equal(once, twice)
+    keys = trunk.state_dict().keys()
+    assert not any("bn" in k for k in keys) and "conv1.bias" in keys and "layer1.0.downsample.0.bias" in keys
+    assert trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)

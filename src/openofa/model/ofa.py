@@ -34,6 +34,14 @@ class OFAModel(nn.Module):
     def encoder_dtype(self) -> torch.dtype:
         return self.encoder.embed_positions.weight.dtype
 
+    def fold_batchnorm(self) -> "OFAModel":
+        """Inference only: fold the image trunk's BatchNorms into its convolutions (see
+        :meth:`ResNetTrunk.fold_batchnorm`); the trunk's state dict then leaves the official layout."""
+        trunk = getattr(self.encoder, "embed_images", None)
+        if trunk is not None:
+            trunk.fold_batchnorm()
+        return self
+
     @torch.no_grad()
     def set_precision(self, encoder: torch.dtype = torch.float32, decoder: torch.dtype = torch.float32) -> "OFAModel":
         """Inference precision per half. The image trunk and encoder hold most of the arithmetic
