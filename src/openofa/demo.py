@@ -57,8 +57,8 @@ def run_demo(model: str | None, out_dir: str, dtype: str = "fp32") -> int:
             model = str(recipe_checkpoint("tiny"))
     ofa = OFA.load(model, dtype=dtype)
     caption = ofa.caption(str(image))
-    # the small model's weak points (docs/own_model.md): the height of its boxes is the least
-    # precise coordinate (on this image "the red square" gets a box about 25 pixels too high)
+    # both objects of this image get boxes within a few pixels; docs/own_model.md lists where
+    # the small model still errs
     question = "what shape is the blue object?"
     expression = "the blue circle"
     answer = ofa.vqa(str(image), question, max_len_b=16)
