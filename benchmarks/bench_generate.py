@@ -136,8 +136,6 @@ def main(argv=None) -> int:
             order = [("fp32", "off")] + [(d, c) for d in args.dtypes for c in args.cache
                                          if (d, c) not in (("fp32", "off"), ("bf16-all", "off"))]
             for dtype, cache in order:
-                if dtype not in args.dtypes and not (dtype, cache) == ("fp32", "off"):
-                    continue
                 r = run_row(size, batch, dtype, cache == "on", args.repeat, args.threads)
                 if (dtype, cache) == ("fp32", "off"):
                     base_time = r["seconds"]

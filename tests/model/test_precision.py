@@ -66,7 +66,7 @@ def test_set_precision_unties_embeddings_only_when_needed(tiny_model):
     assert mixed.decoder.output_projection.weight is mixed.decoder.embed_tokens.weight
 
 
-def test_fold_batchnorm_is_for_inference_and_idempotent(tiny_model):
+def test_fold_batchnorm_is_for_inference_and_idempotent():
     from openofa.model.resnet import ResNetTrunk
 
     trunk = ResNetTrunk((1, 1, 1), width=8)
