@@ -5,7 +5,8 @@ Prints one table: seconds per batch for tiny/base x batch 1/8 x fp32/bf16 x KV c
 the cache only), peak memory (RSS of a fresh process per row), the ratios against this run's own
 baselines (fp32 without cache, fp32 with cache) and against the original implementation's time
 on this machine, and the machine's matmul GFLOP/s measured in the same run. The model runs as
-``openofa.load`` prepares it (BatchNorms folded into the trunk's convolutions).
+``openofa.load`` prepares it (BatchNorms folded into the trunk's convolutions, the decoder's
+large weights pre-packed for oneDNN).
 
     python benchmarks/bench_generate.py                 # full table (a few minutes)
     python benchmarks/bench_generate.py --sizes tiny --batches 1 --repeat 1   # quick look
@@ -77,6 +78,7 @@ def _row(size: str, batch: int, dtype: str, cache: bool, repeat: int, threads: i
         model.set_precision(torch.bfloat16, torch.float32)
     elif dtype == "bf16-all":
         model.set_precision(torch.bfloat16, torch.bfloat16)
+    model.prepack()  # as openofa.load runs it
     tok = OFATokenizer.from_language("en")
     src = torch.tensor([tok.encode(CAPTION_PROMPT, bos=True, eos=True)] * batch)
     g = torch.Generator().manual_seed(0)

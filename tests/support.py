@@ -31,3 +31,32 @@ def recipe_model(size: str):
 @lru_cache(maxsize=None)
 def archs() -> dict:
     return json.loads((GOLDEN / "archs.json").read_text())
+
+
+GOLDEN_GENERATION_CASES = ("caption_beam5", "caption_greedy", "refcoco_bins_beam5", "vqa_trie_beam5")
+
+
+def check_golden_tokens(model, name: str, score_atol: float = 0.05) -> None:
+    """Run golden generation case ``name`` through ``model``: every hypothesis's tokens must equal
+    the original's, the best score within ``score_atol`` (precision changes move scores only)."""
+    import numpy as np
+    import pytest
+
+    from openofa.generation import GenerationConfig, SequenceGenerator, Trie
+
+    data = json.loads((GOLDEN / f"generate_{name}.json").read_text())
+    pre = np.load(GOLDEN / "preprocess.npz")
+    images = torch.stack([torch.from_numpy(pre[f"caption256/{n}"]) for n in data["images"]])
+    width = max(len(r) for r in data["src_tokens"])
+    src = torch.tensor([r + [1] * (width - len(r)) for r in data["src_tokens"]])
+    s = data["settings"]
+    rng = (s["constraint_start"], s["constraint_end"]) if s["constraint_start"] is not None else None
+    gen = SequenceGenerator(GenerationConfig(
+        beam_size=s["beam_size"], max_len_a=s["max_len_a"], max_len_b=s["max_len_b"], min_len=s["min_len"],
+        normalize_scores=s["normalize_scores"], no_repeat_ngram_size=s["no_repeat_ngram_size"],
+        constraint_range=rng))
+    trie = Trie.from_answers(data["answer_ids"]) if "answer_ids" in data else None
+    out = gen.generate(model, src, None, images, torch.tensor(data["patch_masks"]), constraints=trie)
+    for got, want in zip(out, data["hypos"]):
+        assert [h.tokens.tolist() for h in got] == [w["tokens"] for w in want], name
+        assert got[0].score == pytest.approx(want[0]["score"], abs=score_atol), name

@@ -85,6 +85,7 @@ class OFA:
         if fold_batchnorm:
             model.fold_batchnorm()
         model.set_precision(resolve_dtype(dtype), resolve_dtype(decoder_dtype))
+        model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
         task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}
         return cls(model, image_size=image_size, task_settings=task)
 

@@ -52,6 +52,19 @@ def test_saving_accepts_computed_buffers_and_missing_tied_keys(micro, tmp_path):
     _same(load_pretrained(tmp_path / "m")[1], sd)
 
 
+def test_load_prepares_the_model_for_cpu_inference(micro, tmp_path):
+    import openofa
+
+    config, sd = micro
+    folder = save_pretrained(tmp_path / "m", config, sd)
+    model = openofa.load(folder, dtype="bf16", decoder_dtype="bf16").model
+    assert not any("bn" in k for k in model.state_dict())  # BatchNorms folded into the trunk
+    assert model.decoder.output_projection.is_packed and model.decoder.layers[0].fc1.is_packed
+    # micro's float32 weights are all below the packing size: the plain product is as fast there
+    plain = openofa.load(folder).model
+    assert not plain.decoder.output_projection.is_packed
+
+
 def test_errors(micro, tmp_path):
     config, sd = micro
     folder = save_pretrained(tmp_path / "m", config, sd)

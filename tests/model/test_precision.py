@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
 
-import numpy as np
 import pytest
 import torch
 
-from support import GOLDEN
-from openofa.generation import GenerationConfig, SequenceGenerator, Trie
+from support import GOLDEN_GENERATION_CASES, check_golden_tokens
 
 
 @pytest.fixture(scope="module")
@@ -25,36 +22,16 @@ def folded_models(tiny_model):
     return {"fp32": fp32, "bf16": copy.deepcopy(fp32).set_precision(torch.bfloat16, torch.float32)}
 
 
-@pytest.mark.parametrize("name", ["caption_beam5", "caption_greedy", "refcoco_bins_beam5", "vqa_trie_beam5"])
+@pytest.mark.parametrize("name", GOLDEN_GENERATION_CASES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_folded_trunk_gives_golden_tokens(folded_models, name, precision):
-    _check_golden_tokens(folded_models[precision], name)
+    check_golden_tokens(folded_models[precision], name)
 
 
-@pytest.mark.parametrize("name", ["caption_beam5", "caption_greedy", "refcoco_bins_beam5", "vqa_trie_beam5"])
+@pytest.mark.parametrize("name", GOLDEN_GENERATION_CASES)
 def test_bf16_encoder_gives_golden_tokens(bf16_model, name):
     assert bf16_model.encoder_dtype == torch.bfloat16 and bf16_model.dtype == torch.float32
-    _check_golden_tokens(bf16_model, name)
-
-
-def _check_golden_tokens(model, name):
-    data = json.loads((GOLDEN / f"generate_{name}.json").read_text())
-    pre = np.load(GOLDEN / "preprocess.npz")
-    images = torch.stack([torch.from_numpy(pre[f"caption256/{n}"]) for n in data["images"]])
-    width = max(len(r) for r in data["src_tokens"])
-    src = torch.tensor([r + [1] * (width - len(r)) for r in data["src_tokens"]])
-    s = data["settings"]
-    rng = (s["constraint_start"], s["constraint_end"]) if s["constraint_start"] is not None else None
-    gen = SequenceGenerator(GenerationConfig(
-        beam_size=s["beam_size"], max_len_a=s["max_len_a"], max_len_b=s["max_len_b"], min_len=s["min_len"],
-        normalize_scores=s["normalize_scores"], no_repeat_ngram_size=s["no_repeat_ngram_size"],
-        constraint_range=rng))
-    trie = Trie.from_answers(data["answer_ids"]) if "answer_ids" in data else None
-    out = gen.generate(model, src, None, images, torch.tensor(data["patch_masks"]), constraints=trie)
-    for got, want in zip(out, data["hypos"]):
-        assert [h.tokens.tolist() for h in got] == [w["tokens"] for w in want]
-        # scores move by bf16 rounding of the encoder (or float32 rounding of the folded trunk) only
-        assert got[0].score == pytest.approx(want[0]["score"], abs=0.05)
+    check_golden_tokens(bf16_model, name)
 
 
 def test_set_precision_unties_embeddings_only_when_needed(tiny_model):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openofa.model.linear import Linear
+
 
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, scale_factor: float = 2.0, scale_heads: bool = True,
@@ -24,10 +26,10 @@ class Attention(nn.Module):
         self.head_dim = dim // heads
         self.scaling = (self.head_dim * scale_factor) ** -0.5
         self.dropout = dropout
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.q_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+        self.k_proj = Linear(dim, dim)
+        self.v_proj = Linear(dim, dim)
+        self.q_proj = Linear(dim, dim)
+        self.out_proj = Linear(dim, dim)
         self.c_attn = nn.Parameter(torch.ones(heads)) if scale_heads else None
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:

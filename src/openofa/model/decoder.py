@@ -28,6 +28,7 @@ from torch import nn
 from openofa.config import OFAConfig
 from openofa.model.encoder import EncoderOutput, key_padding_bias
 from openofa.model.layers import DecoderLayer
+from openofa.model.linear import Linear
 from openofa.model.positions import (code_position_ids, image_rel_bucket_of_ids, image_rel_table_rows,
                                      token_rel_bucket)
 
@@ -117,15 +118,15 @@ class Decoder(nn.Module):
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size ** 2 + 1, dim)
         self.pos_ln = nn.LayerNorm(dim)
         self.image_pos_ln = nn.LayerNorm(dim)
-        self.self_pos_q_linear = nn.Linear(dim, dim)
-        self.self_pos_k_linear = nn.Linear(dim, dim)
-        self.cross_pos_q_linear = nn.Linear(dim, dim)
-        self.cross_pos_k_linear = nn.Linear(dim, dim)
+        self.self_pos_q_linear = Linear(dim, dim)
+        self.self_pos_k_linear = Linear(dim, dim)
+        self.cross_pos_q_linear = Linear(dim, dim)
+        self.cross_pos_k_linear = Linear(dim, dim)
         self.dropout = nn.Dropout(cfg.dropout)
         rates = torch.linspace(0, cfg.decoder_drop_path_rate, cfg.decoder_layers, device="cpu").tolist()
         self.layers = nn.ModuleList(DecoderLayer(cfg, rates[i]) for i in range(cfg.decoder_layers))
         self.layer_norm = nn.LayerNorm(dim)
-        self.output_projection = nn.Linear(dim, cfg.vocab_size, bias=False)
+        self.output_projection = Linear(dim, cfg.vocab_size, bias=False)
         self.output_projection.weight = embed_tokens.weight
         self.token_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(cfg.decoder_layers))

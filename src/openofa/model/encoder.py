@@ -17,6 +17,7 @@ from torch import nn
 
 from openofa.config import OFAConfig
 from openofa.model.layers import EncoderLayer
+from openofa.model.linear import Linear
 from openofa.model.positions import image_position_ids, image_rel_bucket, image_rel_table_rows, token_rel_bucket
 from openofa.model.resnet import ResNetTrunk
 
@@ -62,14 +63,14 @@ class Encoder(nn.Module):
         self.layernorm_embedding = nn.LayerNorm(dim)
         self.type_embedding = nn.Embedding(2, dim)
         self.embed_images = ResNetTrunk(cfg.resnet_layers, cfg.resnet_drop_path_rate, cfg.resnet_width)
-        self.image_proj = nn.Linear(self.embed_images.out_channels, dim)
+        self.image_proj = Linear(self.embed_images.out_channels, dim)
         self.patch_layernorm_embedding = nn.LayerNorm(dim)
         self.embed_positions = nn.Embedding(cfg.max_source_positions + 2, dim)
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size ** 2 + 1, dim)
         self.pos_ln = nn.LayerNorm(dim)
         self.image_pos_ln = nn.LayerNorm(dim)
-        self.pos_q_linear = nn.Linear(dim, dim)
-        self.pos_k_linear = nn.Linear(dim, dim)
+        self.pos_q_linear = Linear(dim, dim)
+        self.pos_k_linear = Linear(dim, dim)
         self.dropout = nn.Dropout(cfg.dropout)
         rates = torch.linspace(0, cfg.encoder_drop_path_rate, cfg.encoder_layers, device="cpu").tolist()
         self.layers = nn.ModuleList(EncoderLayer(cfg, rates[i]) for i in range(cfg.encoder_layers))

@@ -16,6 +16,7 @@ from torch import nn
 from openofa.config import OFAConfig
 from openofa.model.attention import Attention
 from openofa.model.droppath import DropPath
+from openofa.model.linear import Linear
 
 
 class KVStore(Protocol):
@@ -32,8 +33,8 @@ class _FFN(nn.Module):
     """Shared FFN half of both blocks (``fc1 -> GELU -> [ffn_layernorm] -> fc2``)."""
 
     def _init_ffn(self, cfg: OFAConfig, dim: int, ffn_dim: int) -> None:
-        self.fc1 = nn.Linear(dim, ffn_dim)
-        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.fc1 = Linear(dim, ffn_dim)
+        self.fc2 = Linear(ffn_dim, dim)
         self.ffn_layernorm = nn.LayerNorm(ffn_dim) if cfg.scale_fc else None
         self.final_layer_norm = nn.LayerNorm(dim)
         self.w_resid = nn.Parameter(torch.ones(dim)) if cfg.scale_resids else None

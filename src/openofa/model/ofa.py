@@ -11,6 +11,7 @@ from openofa.config import OFAConfig
 from openofa.errors import OFAError
 from openofa.model.decoder import Decoder, DecoderCache
 from openofa.model.encoder import Encoder, EncoderOutput
+from openofa.model.linear import Linear
 
 
 class OFAModel(nn.Module):
@@ -41,6 +42,23 @@ class OFAModel(nn.Module):
         if trunk is not None:
             trunk.fold_batchnorm()
         return self
+
+    def prepack(self, min_fp32_size: int = 1 << 20) -> int:
+        """Inference on CPU: pre-pack the decoder's weights for oneDNN (see
+        :mod:`openofa.model.linear`), the ones read at every generated token. bf16 weights are
+        all packed; float32 ones from ``min_fp32_size`` elements up (the output projection, base's
+        FFN and larger), since below that the plain product is as fast. Call it after
+        :meth:`set_precision` and ``.to()``: a weight changed after packing falls back to the plain
+        product. Returns how many weights were packed."""
+        packed = 0
+        for m in self.decoder.modules():
+            if isinstance(m, Linear):
+                w = m.weight
+                if w.dtype == torch.bfloat16 or w.numel() >= min_fp32_size:
+                    packed += m.prepack()
+                else:
+                    m.unpack()
+        return packed
 
     @torch.no_grad()
     def set_precision(self, encoder: torch.dtype = torch.float32, decoder: torch.dtype = torch.float32) -> "OFAModel":
