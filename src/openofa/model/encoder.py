@@ -124,14 +124,23 @@ class Encoder(nn.Module):
         abs_bias = pos_q @ pos_k.transpose(2, 3)
         pad_bias = key_padding_bias(padding, abs_bias.dtype) if padding.any() else None
 
+        # relative biases: text-text pairs from the token table, patch-patch pairs from the image
+        # table, image-text pairs none. One (S, S) index into [image rows; token rows; a zero row]
+        # lets each layer gather its whole (H, S, S) bias at once, contiguous (a gather into
+        # permuted slices of the absolute bias reads strided memory, ~2.5x slower).
         text_idx = torch.arange(seq_len, device=device)
         tok_bucket = token_rel_bucket(text_idx, text_idx, cfg.token_bucket_size, cfg.max_source_positions)
-        img_bucket = image_rel_bucket(h, w, cfg.image_bucket_size, device) if n_img else None
+        img_rows = image_rel_table_rows(cfg.image_bucket_size)
+        tok_rows = 2 * cfg.token_bucket_size - 1
+        rel_index = torch.full((s, s), img_rows + tok_rows, dtype=torch.long, device=device)
+        rel_index[n_img:, n_img:] = tok_bucket + img_rows
+        if n_img:
+            rel_index[:n_img, :n_img] = image_rel_bucket(h, w, cfg.image_bucket_size, device)
+        rel_index = rel_index.view(-1)
         for i, layer in enumerate(self.layers):
-            bias = abs_bias.clone()
-            bias[:, :, n_img:, n_img:] += self.token_rel_pos_table_list[i].weight[tok_bucket].permute(2, 0, 1)
-            if n_img:
-                bias[:, :, :n_img, :n_img] += self.image_rel_pos_table_list[i].weight[img_bucket].permute(2, 0, 1)
+            img_table, tok_table = self.image_rel_pos_table_list[i].weight, self.token_rel_pos_table_list[i].weight
+            table = torch.cat([img_table, tok_table, tok_table.new_zeros(1, self.num_heads)]).t().contiguous()
+            bias = table.index_select(1, rel_index).view(1, self.num_heads, s, s).add_(abs_bias)
             if pad_bias is not None:
                 bias = bias + pad_bias
             x = layer(x, bias.to(x.dtype))
