@@ -112,3 +112,26 @@ def test_beam_grouped_cache_matches_per_row_cache(tiny_model):
     flat.reorder(keep)
     tokens = tokens[keep]
     assert (tiny_model.decode_step(tokens, grouped) - tiny_model.decode_step(tokens, flat)).abs().max() < 1e-4
+
+
+@torch.no_grad()
+def test_cached_steps_across_bias_chunks_and_a_shrinking_batch(tiny_model):
+    """The cache computes position biases a chunk of steps at a time: 40 steps (three chunks) with
+    the first input leaving the batch mid-chunk still equal the teacher-forced logits."""
+    z = np.load(GOLDEN / "forward_ofa_tiny.npz")
+    src, img = torch.from_numpy(z["src_tokens"]), torch.from_numpy(z["patch_images"])
+    enc = tiny_model.encode(src, None, img, torch.tensor([True, True]))
+    chunk = tiny_model.decoder.BIAS_CHUNK
+    steps = 2 * chunk + 8
+    prev = torch.cat([torch.zeros(2, 1, dtype=torch.long),
+                      torch.randint(4, 500, (2, steps - 1), generator=torch.Generator().manual_seed(1))], 1)
+    want = tiny_model.decode(prev, enc)  # (2, steps, V)
+    cache = tiny_model.init_cache(enc)
+    leave = chunk + 4
+    for t in range(steps):
+        rows = prev if t < leave else prev[1:]
+        got = tiny_model.decode_step(rows[:, : t + 1], cache)
+        ref = want[:, t] if t < leave else want[1:, t]
+        assert (got - ref).abs().max().item() < 1e-4, t
+        if t == leave - 1:
+            cache.reorder(torch.tensor([1]))

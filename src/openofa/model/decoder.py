@@ -84,6 +84,11 @@ class DecoderCache:
         self.group = group
         self.self_kv = [_SelfKV() for _ in cross_kv]
         self.step = 0
+        # position biases of text rows for steps [bias_start, bias_start + CHUNK), computed a
+        # chunk at a time (see Decoder._step_biases): per layer self (1, H, CHUNK, K), cross (B, H, CHUNK, S)
+        self.bias_start = 0
+        self.self_biases: list[torch.Tensor] = []
+        self.cross_biases: torch.Tensor | None = None
 
     @property
     def num_rows(self) -> int:
@@ -100,6 +105,8 @@ class DecoderCache:
             self.cross_kv = [(k.index_select(0, inputs), v.index_select(0, inputs)) for k, v in self.cross_kv]
             self.cross_pos_k = self.cross_pos_k.index_select(0, inputs)
             self.enc_pad_bias = self.enc_pad_bias.index_select(0, inputs)
+            if self.cross_biases is not None:
+                self.cross_biases = self.cross_biases.index_select(0, inputs)
             if self.code_masks is not None:
                 self.code_masks = self.code_masks.index_select(0, inputs)
 
@@ -259,11 +266,34 @@ class Decoder(nn.Module):
         inputs_code = cache.code_masks
         code = None if inputs_code is None else inputs_code.repeat_interleave(cache.group)
         x = self._embed(tokens[:, -1:], pos, code)
-        self_abs, cross_bias = self._position_biases(pos, cache.cross_pos_k, cache.enc_pad_bias, code, inputs_code)
-        rel = self._rel_biases(pos, torch.arange(t + 1, device=device), code)
-        cross_bias = cross_bias.to(x.dtype)
+        if code is None:
+            self_biases, cross_bias = self._step_biases(t, cache)
+        else:
+            self_abs, cross_bias = self._position_biases(pos, cache.cross_pos_k, cache.enc_pad_bias, code, inputs_code)
+            rel = self._rel_biases(pos, torch.arange(t + 1, device=device), code)
+            cross_bias = cross_bias.to(x.dtype)
+            self_biases = [(self_abs + r).to(x.dtype) for r in rel]
         for i, layer in enumerate(self.layers):
-            self_bias = (self_abs + rel[i]).to(x.dtype)
-            x = layer(x, self_bias, cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
+            x = layer(x, self_biases[i], cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
         cache.step += 1
         return self._output(x)[:, -1]
+
+    BIAS_CHUNK = 16
+
+    def _step_biases(self, t: int, cache: DecoderCache) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Self biases per layer (1, H, 1, t+1) and the cross bias (B, H, 1, S) of step ``t`` for
+        text rows. They depend on positions only, so they are computed for BIAS_CHUNK steps at
+        once (a few small products per chunk instead of per step) and sliced."""
+        start = cache.bias_start
+        if cache.cross_biases is None or not start <= t < start + self.BIAS_CHUNK:
+            start = t
+            positions = torch.arange(t, t + self.BIAS_CHUNK, device=cache.cross_pos_k.device)
+            self_abs, cross = self._position_biases(positions, cache.cross_pos_k, cache.enc_pad_bias)
+            keys = torch.arange(t + self.BIAS_CHUNK, device=positions.device)
+            dtype = self.embed_positions.weight.dtype
+            cache.self_biases = [(self_abs + r).to(dtype) for r in self._rel_biases(positions, keys, None)]
+            cache.cross_biases = cross.to(dtype)
+            cache.bias_start = start
+        row = t - start
+        return ([b[:, :, row:row + 1, : t + 1] for b in cache.self_biases],
+                cache.cross_biases[:, :, row:row + 1])
