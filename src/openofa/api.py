@@ -59,7 +59,7 @@ class OFA:
     @classmethod
     def load(cls, path: str | Path | None = None, *, ema: bool = False, device: str | None = None,
              dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
-             image_size: int | None = None, fold_batchnorm: bool = True) -> "OFA":
+             image_size: int | None = None, fold_batchnorm: bool = True, prepack: bool = True) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package.
 
@@ -67,7 +67,9 @@ class OFA:
         ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`). ``fold_batchnorm``
         folds the image trunk's BatchNorms into its convolutions (the same outputs up to rounding,
         a faster trunk; ``model.state_dict()`` then lacks the BatchNorm keys): pass False to keep
-        the model exactly in the checkpoint's layout."""
+        the model exactly in the checkpoint's layout. ``prepack`` (CPU) keeps a oneDNN-packed copy
+        of the decoder's large weights (:meth:`OFAModel.prepack`): faster decoding for one more copy
+        of those weights in memory (61 MB for tiny, 300 MB for base in float32); pass False to save it."""
         from openofa.checkpoints import load_checkpoint
         from openofa.model import OFAModel
 
@@ -85,7 +87,8 @@ class OFA:
         if fold_batchnorm:
             model.fold_batchnorm()
         model.set_precision(resolve_dtype(dtype), resolve_dtype(decoder_dtype))
-        model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
+        if prepack:
+            model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
         task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}
         return cls(model, image_size=image_size, task_settings=task)
 

@@ -60,6 +60,8 @@ def test_load_prepares_the_model_for_cpu_inference(micro, tmp_path):
     model = openofa.load(folder, dtype="bf16", decoder_dtype="bf16").model
     assert not any("bn" in k for k in model.state_dict())  # BatchNorms folded into the trunk
     assert model.decoder.output_projection.is_packed and model.decoder.layers[0].fc1.is_packed
+    lean = openofa.load(folder, dtype="bf16", decoder_dtype="bf16", prepack=False).model
+    assert not lean.decoder.output_projection.is_packed
     # micro's float32 weights are all below the packing size: the plain product is as fast there
     plain = openofa.load(folder).model
     assert not plain.decoder.output_projection.is_packed
