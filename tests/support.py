@@ -36,27 +36,47 @@ def archs() -> dict:
 GOLDEN_GENERATION_CASES = ("caption_beam5", "caption_greedy", "refcoco_bins_beam5", "vqa_trie_beam5")
 
 
-def check_golden_tokens(model, name: str, score_atol: float = 0.05) -> None:
-    """Run golden generation case ``name`` through ``model``: every hypothesis's tokens must equal
-    the original's, the best score within ``score_atol`` (precision changes move scores only)."""
+def load_golden_generation(name: str):
+    """Golden generation case ``name``: its JSON data, right-padded source tokens, images, patch masks."""
     import numpy as np
-    import pytest
-
-    from openofa.generation import GenerationConfig, SequenceGenerator, Trie
 
     data = json.loads((GOLDEN / f"generate_{name}.json").read_text())
     pre = np.load(GOLDEN / "preprocess.npz")
-    images = torch.stack([torch.from_numpy(pre[f"caption256/{n}"]) for n in data["images"]])
-    width = max(len(r) for r in data["src_tokens"])
-    src = torch.tensor([r + [1] * (width - len(r)) for r in data["src_tokens"]])
-    s = data["settings"]
-    rng = (s["constraint_start"], s["constraint_end"]) if s["constraint_start"] is not None else None
-    gen = SequenceGenerator(GenerationConfig(
-        beam_size=s["beam_size"], max_len_a=s["max_len_a"], max_len_b=s["max_len_b"], min_len=s["min_len"],
-        normalize_scores=s["normalize_scores"], no_repeat_ngram_size=s["no_repeat_ngram_size"],
-        constraint_range=rng))
+    images = torch.stack([torch.from_numpy(pre[f"caption{data['image_size']}/{n}"]) for n in data["images"]])
+    rows = data["src_tokens"]
+    src = torch.full((len(rows), max(len(r) for r in rows)), 1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        src[i, : len(r)] = torch.tensor(r)
+    return data, src, images, torch.tensor(data["patch_masks"])
+
+
+def golden_generation_config(settings: dict):
+    """The original's decoding settings of a golden case as our GenerationConfig."""
+    from openofa.generation import GenerationConfig
+
+    rng = None
+    if settings["constraint_start"] is not None:
+        rng = (settings["constraint_start"], settings["constraint_end"])
+    return GenerationConfig(
+        beam_size=settings["beam_size"], max_len_a=settings["max_len_a"], max_len_b=settings["max_len_b"],
+        min_len=settings["min_len"], max_len=settings["max_len"], normalize_scores=settings["normalize_scores"],
+        len_penalty=settings["len_penalty"], unk_penalty=settings["unk_penalty"],
+        temperature=settings["temperature"], no_repeat_ngram_size=settings["no_repeat_ngram_size"],
+        constraint_range=rng,
+    )
+
+
+def check_golden_tokens(model, name: str, score_atol: float = 0.05) -> None:
+    """Run golden generation case ``name`` through ``model``: every hypothesis's tokens must equal
+    the original's, the best score within ``score_atol`` (precision changes move scores only)."""
+    import pytest
+
+    from openofa.generation import SequenceGenerator, Trie
+
+    data, src, images, masks = load_golden_generation(name)
     trie = Trie.from_answers(data["answer_ids"]) if "answer_ids" in data else None
-    out = gen.generate(model, src, None, images, torch.tensor(data["patch_masks"]), constraints=trie)
+    gen = SequenceGenerator(golden_generation_config(data["settings"]))
+    out = gen.generate(model, src, None, images, masks, constraints=trie)
     for got, want in zip(out, data["hypos"]):
         assert [h.tokens.tolist() for h in got] == [w["tokens"] for w in want], name
         assert got[0].score == pytest.approx(want[0]["score"], abs=score_atol), name
