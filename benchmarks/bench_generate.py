@@ -161,11 +161,11 @@ def main(argv=None) -> int:
             for _ in range(args.rounds):  # round-robin, so drift hits every row alike; best time kept
                 for dtype, cache in order:
                     r = run_row(size, batch, dtype, cache == "on", args.repeat, args.threads)
-                    old = best.get((dtype, cache))
-                    if old is None or r["seconds"] < old["seconds"]:
-                        best[(dtype, cache)] = {**r, "peak_mb": max(r["peak_mb"], old["peak_mb"] if old else 0)}
-                    else:
-                        old["peak_mb"] = max(old["peak_mb"], r["peak_mb"])
+                    kept = best.get((dtype, cache), r)
+                    peak = max(kept["peak_mb"], r["peak_mb"])
+                    if r["seconds"] <= kept["seconds"]:
+                        kept = best[(dtype, cache)] = r
+                    kept["peak_mb"] = peak
             base_time = best.get(("fp32", "off"), {}).get("seconds")
             cached = best.get(("fp32", "on"))
             for dtype, cache in order:

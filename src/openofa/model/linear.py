@@ -4,8 +4,8 @@ Decoding one token at a time multiplies a few rows (batch x beams) by every weig
 so a step is bound by how fast the weights stream through the cores, not by arithmetic. A plain
 ``F.linear`` on CPU hands oneDNN/MKL a row-major weight that it re-lays out or reads with poor
 locality at every call; :meth:`Linear.prepack` lays the weight out once in oneDNN's blocked format
-and later calls multiply by that copy (1.3x-3x faster for the output projection over the
-vocabulary, ~1.5x for the FFN of base, measured in docs/benchmarks.md). The arithmetic is the same
+and later calls multiply by that copy (1.2x-2x faster for the output projection over the
+vocabulary, ~1.5x for the FFN of base, measured in docs/design.md). The arithmetic is the same
 float32 (or bf16) product with float32 accumulation; results differ from ``F.linear`` only by
 summation order (~1e-6 relative).
 
@@ -60,16 +60,13 @@ class Linear(nn.Linear):
         return self._packed is not None and self._packed_key == _weight_key(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        packed = self._packed
-        if (packed is not None and x.dtype == self.weight.dtype and x.device.type == "cpu"
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
-                and self._packed_key == _weight_key(self.weight)):
-            return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+        if (self.is_packed and x.dtype == self.weight.dtype and x.device.type == "cpu"
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
+            return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
     def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
+        state = self.__dict__.copy()
         state.pop("_packed", None)
         state.pop("_packed_key", None)
         return state
