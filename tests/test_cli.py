@@ -89,6 +89,18 @@ def test_text_tasks(capsys, model_dir):
     assert code == 0 and out.startswith("text\t")
 
 
+@pytest.mark.parametrize("speedup", [2.5, 0.6])
+def test_auto_dtype_gives_the_float32_tokens(capsys, model_dir, monkeypatch, speedup):
+    from openofa import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)  # a CPU with and without fast bf16
+    argv = ["caption", "--model", model_dir, "--image-size", "256", "--json", IMG_B]
+    code, auto, _ = _run(capsys, *argv, "--dtype", "auto")
+    assert code == 0
+    _, fp32, _ = _run(capsys, *argv)
+    assert json.loads(auto)["caption"] == json.loads(fp32)["caption"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["caption", "/no/such.png"], "input not found: /no/such.png"),
     (["vqa", IMG_A], "give --question"),

@@ -14,24 +14,11 @@ import torch
 
 from openofa.errors import OFAError
 from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_candidates
+from openofa.precision import resolve_dtype
 from openofa.tasks import TASKS, Example, Task
 from openofa.text.tokenizer import OFATokenizer
 from openofa.vision.io import load_image
 from openofa.vision.transforms import collate_images, patch_resize_transform, refcoco_transform
-
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise OFAError(f"unknown dtype {dtype!r}; expected one of fp32, bf16, fp16")
-    return _DTYPES[dtype]
-
 
 class OFA:
     """A loaded model ready for every task."""
@@ -63,8 +50,9 @@ class OFA:
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package.
 
-        ``dtype`` sets the image trunk and encoder precision; the decoder stays float32 unless
-        ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`). ``fold_batchnorm``
+        ``dtype`` sets the image trunk and encoder precision (``auto``: bf16 or fp16 where this
+        machine computes them faster, else float32; see ``openofa.precision``); the decoder stays
+        float32 unless ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`). ``fold_batchnorm``
         folds the image trunk's BatchNorms into its convolutions (the same outputs up to rounding,
         a faster trunk; ``model.state_dict()`` then lacks the BatchNorm keys): pass False to keep
         the model exactly in the checkpoint's layout. ``prepack`` (CPU) keeps a oneDNN-packed copy
@@ -86,7 +74,7 @@ class OFA:
         model = model.to(device=device or "cpu").eval()
         if fold_batchnorm:
             model.fold_batchnorm()
-        model.set_precision(resolve_dtype(dtype), resolve_dtype(decoder_dtype))
+        model.set_precision(resolve_dtype(dtype, model.device), resolve_dtype(decoder_dtype, model.device))
         if prepack:
             model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
         task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}

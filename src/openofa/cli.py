@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the project's own small model)")
     common.add_argument("--ema", action="store_true", help="use the EMA weights of an official checkpoint")
     common.add_argument("--device", default="cpu")
-    common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
-                        help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype)")
+    common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                        help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype); "
+                             "auto: bf16/fp16 where this machine computes them faster, else fp32")
     common.add_argument("--decoder-dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="decoder precision; bf16 is faster at small batches but can flip near-ties")
     common.add_argument("--image-size", type=int, help="override the patch image size")
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="caption, VQA and grounding on an example image")
     p.add_argument("--model", "-m")
     p.add_argument("--out", default="ofa-demo", help="folder for the example image and the drawn box")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"])
 
     sub.add_parser("train", help="train or finetune from a recipe (see docs/training.md)", add_help=False)
 

@@ -107,3 +107,15 @@ def test_errors(micro, tmp_path):
         save_pretrained(tmp_path / "x", dataclasses.replace(config, extra={"t": torch.ones(1)}), sd)
     with pytest.raises(OFAError, match="missing"):
         save_pretrained(tmp_path / "x", config, {k: v for k, v in sd.items() if "fc1" not in k})
+
+
+@pytest.mark.parametrize("speedup, encoder", [(2.5, torch.bfloat16), (0.6, torch.float32)])
+def test_load_with_auto_precision(micro, tmp_path, monkeypatch, speedup, encoder):
+    import openofa
+    from openofa import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+    config, sd = micro
+    model = openofa.load(save_pretrained(tmp_path / "m", config, sd), dtype="auto").model
+    assert model.encoder_dtype is encoder
+    assert model.decoder.embed_positions.weight.dtype is torch.float32  # the decoder stays float32

@@ -1,0 +1,70 @@
+"""Inference precision by name, and ``auto``: the fastest precision this machine really has.
+
+bf16 is not faster everywhere. A CPU with AMX multiplies bf16 matrices several times faster
+than float32, but a CPU with only the AVX-512 bf16 dot-product instruction may be *slower*
+(one 2-core development machine: 140 GFLOP/s in bf16 against 250 in float32, see
+docs/benchmarks.md), and without either bf16 is emulated. So ``auto`` measures instead of
+guessing from CPU flags: on a CPU it times one bf16 and one float32 product of decoder-like
+shapes once per process and picks bf16 only when it is clearly faster; on CUDA it picks bf16
+where the GPU supports it, else float16.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import torch
+
+from openofa.errors import OFAError
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+#: bf16 must beat float32 by this factor in the probe before ``auto`` takes it (measurement
+#: noise on a shared machine is well below it; a real bf16 unit gives 2x or more)
+AUTO_MIN_SPEEDUP = 1.3
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
+    """A dtype from its name (``fp32``, ``bf16``, ``fp16`` or their long names), a dtype, None
+    (float32), or ``auto``: :func:`fast_dtype` for ``device``."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return fast_dtype(device)
+    if dtype not in DTYPES:
+        raise OFAError(f"unknown dtype {dtype!r}; expected one of fp32, bf16, fp16, auto")
+    return DTYPES[dtype]
+
+
+def fast_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """The low precision worth using on ``device`` for the image trunk and encoder, or float32."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_bf16_speedup() >= AUTO_MIN_SPEEDUP else torch.float32
+    return torch.float32
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speedup(rows: int = 256, dim: int = 1024, reps: int = 3) -> float:
+    """float32 time over bf16 time for a (rows x dim) @ (dim x dim) product on this CPU with the
+    current thread count, best of ``reps`` each (measured once per process, ~30 ms)."""
+
+    def best(dtype: torch.dtype) -> float:
+        a = torch.randn(rows, dim, dtype=dtype)
+        b = torch.randn(dim, dim, dtype=dtype)
+        a @ b  # first call sets up the kernel
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    with torch.inference_mode():
+        return best(torch.float32) / best(torch.bfloat16)
