@@ -142,8 +142,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     f32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     gbps = memory_gbps()
-    print(f"matmul 1024^3, {args.threads} threads: fp32 {f32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s; "
-          f"memory read {gbps:.1f} GB/s")
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: None)()
+    print(f"matmul 1024^3, {args.threads} threads: fp32 {f32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s "
+          f"(AMX: {'yes' if amx else 'no' if amx is not None else 'unknown'}); memory read {gbps:.1f} GB/s")
     print(f"torch {torch.__version__}; caption generation, beam 5, 16 tokens, 384x384, recipe weights\n")
     header = (f"{'size':5} {'batch':>5} {'dtype':8} {'cache':5} {'s/batch':>8} {'peak MB':>8} "
               f"{'vs fp32 no-cache':>16} {'vs fp32 cache':>13} {'vs original':>11} {'same tokens as fp32':>19} "
@@ -182,7 +183,8 @@ def main(argv=None) -> int:
                 rows.append({"size": size, "batch": batch, "dtype": dtype, "cache": cache, **r})
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"gflops_fp32": f32, "gflops_bf16": bf16, "memory_gbps": gbps, "rows": rows}, fh, indent=1)
+            json.dump({"gflops_fp32": f32, "gflops_bf16": bf16, "amx": amx, "memory_gbps": gbps, "rows": rows}, fh,
+                      indent=1)
     return 0
 
 
