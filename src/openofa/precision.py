@@ -1,12 +1,12 @@
 """Inference precision by name, and ``auto``: the fastest precision this machine really has.
 
-bf16 is not faster everywhere. A CPU with AMX multiplies bf16 matrices several times faster
-than float32, but a CPU with only the AVX-512 bf16 dot-product instruction may be *slower*
-(one 2-core development machine: 140 GFLOP/s in bf16 against 250 in float32, see
-docs/benchmarks.md), and without either bf16 is emulated. So ``auto`` measures instead of
-guessing from CPU flags: on a CPU it times one bf16 and one float32 product of decoder-like
-shapes once per process and picks bf16 only when it is clearly faster; on CUDA it picks bf16
-where the GPU supports it, else float16.
+bf16 is not faster everywhere. How fast a CPU multiplies bf16 matrices depends on its bf16
+unit (AMX, or the AVX-512 bf16 dot-product instruction, whose speed differs between CPU models):
+on the 2-core development machine, on two days with different CPU models underneath, bf16
+products ran at 3x-4.7x and at 0.6x the float32 rate (docs/benchmarks.md). So ``auto`` measures instead of guessing from CPU
+flags: on a CPU it times one bf16 and one float32 product of decoder-like shapes once per
+process and picks bf16 only when it is clearly faster; on CUDA it picks bf16 where the GPU
+supports it, else float16.
 """
 
 from __future__ import annotations
