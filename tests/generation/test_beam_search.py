@@ -182,3 +182,32 @@ def test_finished_sentences_leave_the_batch():
     sizes = model.last_cache.sizes
     assert sizes[0] == 4 and sizes[-1] == 2  # rows dropped once sentence 0 finished
     assert model.encode_calls == 1
+
+
+
+@pytest.mark.parametrize("step", [0, 3])
+@pytest.mark.parametrize("beam, vocab", [(4, 300), (1, 300), (4, 6)])
+def test_beam_step_ranks_candidates_like_the_whole_vocabulary(step, beam, vocab):
+    """The two-stage top-k with scores added to candidates only gives what one top-k over
+    (beam x vocab) of lprob + score gives, NaN rows (fully masked) included."""
+    from openofa.generation.constraints import NEG_INF
+    from openofa.generation.generator import _beam_step
+
+    g = torch.Generator().manual_seed(step * 100 + beam + vocab)
+    bsz = 3
+    logits = torch.randn(bsz * beam, vocab, generator=g) * 4
+    logits[:, 5 % vocab] = NEG_INF  # a banned token
+    if beam > 1:
+        logits[1] = NEG_INF  # a fully masked row: its log_softmax is NaN
+    lprobs = F.log_softmax(logits, -1).view(bsz, beam, vocab)
+    scores = (torch.randn(bsz * beam, 8, generator=g).cumsum(1) * -1).view(bsz, beam, -1)
+    got = _beam_step(step, lprobs, scores)
+    full = torch.nan_to_num(lprobs, nan=NEG_INF)
+    if step == 0:
+        full = full[:, :1]
+    else:
+        full = full + scores[:, :, step - 1].unsqueeze(-1)
+    k = min(2 * beam, full.shape[1] * vocab - 1)
+    want_scores, idx = torch.topk(full.reshape(bsz, -1), k=k)
+    assert torch.equal(got[0], want_scores)  # the same values, bit for bit
+    assert torch.equal(got[1], idx % vocab) and torch.equal(got[2], idx // vocab)

@@ -164,7 +164,8 @@ class SequenceGenerator:
                 )
             elif step < cfg.min_len:
                 lprobs[:, eos] = NEG_INF
-            torch.nan_to_num_(lprobs, nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)  # fully masked rows
+            if cfg.sampling:  # fully masked rows are NaN; beam search cleans only its candidates
+                torch.nan_to_num_(lprobs, nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
             lprobs[:, pad] = NEG_INF
             if cfg.unk_penalty:
                 lprobs[:, unk] -= cfg.unk_penalty
@@ -320,23 +321,36 @@ class SequenceGenerator:
 
 
 def _beam_step(step: int, lprobs: torch.Tensor, scores: torch.Tensor):
-    """fairseq BeamSearch.step: top 2*beam over (beam x vocab) of cumulative scores."""
+    """fairseq BeamSearch.step: top 2*beam over (beam x vocab) of cumulative scores.
+
+    A beam's score is the same for all its tokens, so the best 2*beam of a sentence are among the
+    best 2*beam log-probs of each of its beams: two small top-k passes, and the scores added to
+    those candidates only, instead of offsetting the whole vocabulary and ranking beam x vocab
+    (same values: each candidate is ``lprob + score`` as before). NaN log-probs (rows that were
+    fully masked) become -inf candidates."""
     bsz, beam, vocab = lprobs.shape
     if step == 0:
-        lprobs = lprobs[:, ::beam, :].contiguous()  # all beams are identical at the start
-    else:
-        lprobs = lprobs + scores[:, :, step - 1].unsqueeze(-1)
+        lprobs = lprobs[:, :1]  # all beams are identical at the start
     rows = lprobs.size(1)
     k = min(2 * beam, rows * vocab - 1)
-    if rows > 1 and k < vocab:
-        # the best k of a sentence are among the best k of each of its beams: two small top-k
-        # passes instead of one over beam x vocab (about twice as fast on CPU)
-        row_scores, row_idx = torch.topk(lprobs, k=k, dim=2)  # (bsz, rows, k)
-        top_scores, pick = torch.topk(row_scores.view(bsz, -1), k=k)
-        beams = torch.div(pick, k, rounding_mode="floor")
-        return top_scores, row_idx.view(bsz, -1).gather(1, pick), beams
-    top_scores, top_idx = torch.topk(lprobs.reshape(bsz, -1), k=k)
-    return top_scores, top_idx.fmod(vocab), torch.div(top_idx, vocab, rounding_mode="floor")
+    if k >= vocab:  # a vocabulary smaller than the candidate count (toy models): rank all of it
+        if step > 0:
+            lprobs = lprobs + scores[:, :, step - 1].unsqueeze(-1)
+        top_scores, top_idx = torch.topk(_clean(lprobs.reshape(bsz, -1)), k=k)
+        return top_scores, top_idx.fmod(vocab), torch.div(top_idx, vocab, rounding_mode="floor")
+    row_scores, row_idx = torch.topk(lprobs, k=k, dim=2)  # (bsz, rows, k), best first
+    row_scores = _clean(row_scores)
+    if step > 0:
+        row_scores = row_scores + scores[:, :, step - 1].unsqueeze(-1)
+    if rows == 1:
+        return row_scores[:, 0], row_idx[:, 0], row_idx.new_zeros(bsz, k)
+    top_scores, pick = torch.topk(row_scores.view(bsz, -1), k=k)
+    beams = torch.div(pick, k, rounding_mode="floor")
+    return top_scores, row_idx.view(bsz, -1).gather(1, pick), beams
+
+
+def _clean(x: torch.Tensor) -> torch.Tensor:
+    return torch.nan_to_num(x, nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
 
 
 def _sampling_step(step, lprobs, scores, topk: int, topp: float, gen):
