@@ -1,4 +1,4 @@
-"""Precision names and ``auto``: bf16 only where this machine computes it faster."""
+"""openofa.precision: dtype names and ``auto`` (bf16 only where this machine computes it faster)."""
 
 from __future__ import annotations
 
