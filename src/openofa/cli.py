@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype); "
                              "auto: bf16/fp16 where this machine computes them faster, else fp32")
     common.add_argument("--decoder-dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
-                        help="decoder precision; bf16 can be faster on hardware with a fast bf16 unit but can flip near-ties")
+                        help="decoder precision; bf16 can be faster on hardware with a fast bf16 unit but "
+                             "can flip near-ties")
     common.add_argument("--image-size", type=int, help="override the patch image size")
     common.add_argument("--batch-size", type=int, default=8)
     common.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -3,8 +3,8 @@
 bf16 is not faster everywhere. How fast a CPU multiplies bf16 matrices depends on its bf16
 unit (AMX, or the AVX-512 bf16 dot-product instruction, whose speed differs between CPU models):
 on the 2-core development machine, on two days with different CPU models underneath, bf16
-products ran at 3x-4.7x and at 0.6x the float32 rate (docs/benchmarks.md). So ``auto`` measures instead of guessing from CPU
-flags: on a CPU it times one bf16 and one float32 product of decoder-like shapes once per
+products ran at 3x-4.7x and at 0.6x the float32 rate (docs/benchmarks.md). So ``auto`` measures
+instead of guessing from CPU flags: on a CPU it times one bf16 and one float32 product once per
 process and picks bf16 only when it is clearly faster; on CUDA it picks bf16 where the GPU
 supports it, else float16.
 """
