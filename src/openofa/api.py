@@ -7,6 +7,8 @@ only builds inputs and reads outputs. Every method takes one input or a list and
 from __future__ import annotations
 
 import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -182,15 +184,25 @@ class OFA:
             from tqdm import tqdm
 
             bar = tqdm(total=len(inputs), desc=task.name, unit="input")
+        # a batch's inputs are read and resized in parallel threads (PIL decodes and resizes
+        # without the GIL), then the model runs alone: overlapping the two on a few cores slows
+        # the model more than it saves. A bad input raises in input order.
+        workers = min(bs, len(inputs), os.cpu_count() or 1, 8)
+        pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         try:
             for start in range(0, len(inputs), bs):
                 chunk = inputs[start:start + bs]
-                examples = [task.prepare(self, **item) for item in chunk]
+                if pool is None:
+                    examples = [task.prepare(self, **item) for item in chunk]
+                else:
+                    examples = [f.result() for f in [pool.submit(task.prepare, self, **item) for item in chunk]]
                 with torch.inference_mode():
                     results.extend(task.predict(self, examples, **options))
                 if bar is not None:
                     bar.update(len(chunk))
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
                 bar.close()
         return results

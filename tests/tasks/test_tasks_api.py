@@ -140,6 +140,31 @@ def test_batched_and_single_inputs_agree(ofa256):
     assert isinstance(single, str) and batch[1]["caption"] == single
 
 
+def test_many_inputs_across_batches_keep_their_order(ofa256):
+    """A batch's inputs are prepared by a thread pool: results still follow the inputs."""
+    import threading
+
+    names = ["b_640x480_rgb", "a_200x150_rgb", "c_320x240_gray", "a_200x150_rgb", "b_640x480_rgb"]
+    threads = threading.active_count()
+    many = ofa256.run("caption", [{"image": IMG[n]} for n in names], batch_size=2)
+    assert threading.active_count() == threads  # the pool is gone
+    one = {n: ofa256.run("caption", [{"image": IMG[n]}])[0] for n in set(names)}
+    assert [r["caption"] for r in many] == [one[n]["caption"] for n in names]
+    assert [r["score"] for r in many] == pytest.approx([one[n]["score"] for n in names], abs=1e-5)
+
+
+@pytest.mark.parametrize("first", ["missing", "broken"])
+def test_the_first_bad_input_is_the_one_named(ofa256, tmp_path, first):
+    """Inputs prepared at the same time in the pool still fail in input order."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    bad = {"missing": str(tmp_path / "missing.png"), "broken": str(broken)}
+    second = "broken" if first == "missing" else "missing"
+    items = [{"image": IMG["a_200x150_rgb"]}, {"image": bad[first]}, {"image": bad[second]}]
+    with pytest.raises(OFAError, match=f"{first}.png"):
+        ofa256.run("caption", items, batch_size=3)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda o: o.caption("/no/such/image.png"), "no/such/image.png"),
     (lambda o: o.vqa(IMG["a_200x150_rgb"], "   "), "question is empty"),

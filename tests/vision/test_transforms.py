@@ -12,6 +12,10 @@ from PIL import Image
 
 from openofa.errors import OFAError
 from openofa.vision import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OFA_MEAN,
+    OFA_STD,
     PatchTransform,
     collate_images,
     load_image,
@@ -136,6 +140,22 @@ def test_size_and_std_validation():
         PatchTransform(2.5)  # type: ignore[arg-type]
     with pytest.raises(OFAError, match="std"):
         to_tensor_normalized(Image.new("RGB", (2, 2)), std=(0.0, 1.0, 1.0))
+    with pytest.raises(OFAError, match="1 or 3 means"):
+        to_tensor_normalized(Image.new("RGB", (2, 2)), mean=(0.5, 0.5))
+
+
+@pytest.mark.parametrize("mean, std", [(OFA_MEAN, OFA_STD), (IMAGENET_MEAN, IMAGENET_STD), ((0.25,), (0.7,))])
+def test_normalisation_is_torchvisions_float32_arithmetic_bit_for_bit(mean, std):
+    """Every 8-bit level of every channel, against ToTensor + Normalize's float32 ops."""
+    levels = np.arange(256, dtype=np.uint8)
+    arr = np.stack([levels, levels[::-1], np.roll(levels, 77)], axis=-1).reshape(16, 16, 3)
+    got = to_tensor_normalized(Image.fromarray(arr), mean, std)
+    x = torch.from_numpy(arr).permute(2, 0, 1).to(torch.float32).div(255)
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    want = x.sub(m).div(s)
+    assert got.dtype == torch.float32 and got.shape == (3, 16, 16) and got.is_contiguous()
+    assert torch.equal(got, want)
 
 
 def test_normalisation_values():

@@ -19,6 +19,7 @@ off); the ImageNet statistics are available for completeness.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -59,16 +60,33 @@ def to_tensor_normalized(
     image: Image.Image, mean: Sequence[float] = OFA_MEAN, std: Sequence[float] = OFA_STD
 ) -> torch.Tensor:
     """float32 ``(3, H, W)``: ``(pixel / 255 - mean) / std`` of an RGB image, computed in the
-    order torchvision's ``ToTensor`` + ``Normalize`` use (so rounding is identical)."""
+    order torchvision's ``ToTensor`` + ``Normalize`` use (so rounding is identical).
+
+    Each channel's output depends only on its 8-bit level, so the 256 values per channel are
+    computed once with those float32 ops and the image is a table lookup: the same bits, no
+    full-image float passes, and no torch thread team (images are prepared in worker threads
+    while the model runs, where a second parallel team would compete with the model's)."""
     if image.mode != "RGB":
         image = image.convert("RGB")
-    arr = np.array(image, dtype=np.uint8, copy=True)
-    t = torch.from_numpy(arr).permute(2, 0, 1).to(torch.float32).div(255)
-    m = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    table = _normalize_table(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    arr = np.asarray(image, dtype=np.uint8)
+    out = np.empty((3, arr.shape[0], arr.shape[1]), dtype=np.float32)
+    for c in range(3):
+        np.take(table[c], arr[:, :, c], out=out[c])
+    return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(3, 256) float32: ``(level / 255 - mean) / std`` for every 8-bit level, per channel."""
+    if len(mean) not in (1, 3) or len(std) not in (1, 3):
+        raise OFAError(f"normalisation takes 1 or 3 means and stds, got {list(mean)} and {list(std)}")
+    m = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1).expand(3, 1)
+    s = torch.as_tensor(std, dtype=torch.float32).view(-1, 1).expand(3, 1)
     if bool((s == 0).any()):
         raise OFAError(f"normalisation std must be non-zero, got {list(std)}")
-    return t.sub(m).div(s).contiguous()
+    levels = torch.arange(256, dtype=torch.float32).div(255)[None]  # uint8 -> float32 is exact
+    return levels.sub(m).div(s).numpy()
 
 
 def resize_bicubic(image: Image.Image, width: int, height: int) -> Image.Image:
