@@ -26,7 +26,7 @@ class OFA:
     """A loaded model ready for every task."""
 
     def __init__(self, model, *, image_size: int | None = None, task_settings: dict | None = None,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, prepare_workers: int | None = None) -> None:
         self.model = model.eval()
         self._tokenizer: OFATokenizer | None = None
         #: image side for all tasks; None = the checkpoint's / each task's own default
@@ -35,6 +35,8 @@ class OFA:
         # checkpoint's task section, then what the caller says
         self.task_settings = {**dict(model.config.extra.get("task", {})), **dict(task_settings or {})}
         self.batch_size = batch_size
+        #: threads that read and resize a batch's inputs; None = one per CPU core, at most 8
+        self.prepare_workers = prepare_workers
 
     @property
     def tokenizer(self) -> OFATokenizer:
@@ -187,7 +189,7 @@ class OFA:
         # a batch's inputs are read and resized in parallel threads (PIL decodes and resizes
         # without the GIL), then the model runs alone: overlapping the two on a few cores slows
         # the model more than it saves. A bad input raises in input order.
-        workers = min(bs, len(inputs), os.cpu_count() or 1, 8)
+        workers = min(bs, len(inputs), self.prepare_workers or min(os.cpu_count() or 1, 8))
         pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         try:
             for start in range(0, len(inputs), bs):

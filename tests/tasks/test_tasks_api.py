@@ -145,12 +145,17 @@ def test_many_inputs_across_batches_keep_their_order(ofa256):
     import threading
 
     names = ["b_640x480_rgb", "a_200x150_rgb", "c_320x240_gray", "a_200x150_rgb", "b_640x480_rgb"]
-    threads = threading.active_count()
-    many = ofa256.run("caption", [{"image": IMG[n]} for n in names], batch_size=2)
-    assert threading.active_count() == threads  # the pool is gone
     one = {n: ofa256.run("caption", [{"image": IMG[n]}])[0] for n in set(names)}
-    assert [r["caption"] for r in many] == [one[n]["caption"] for n in names]
-    assert [r["score"] for r in many] == pytest.approx([one[n]["score"] for n in names], abs=1e-5)
+    threads = threading.active_count()
+    try:
+        for workers in (3, 1):  # a pool, and the plain loop
+            ofa256.prepare_workers = workers
+            many = ofa256.run("caption", [{"image": IMG[n]} for n in names], batch_size=3)
+            assert threading.active_count() == threads  # the pool is gone
+            assert [r["caption"] for r in many] == [one[n]["caption"] for n in names]
+            assert [r["score"] for r in many] == pytest.approx([one[n]["score"] for n in names], abs=1e-5)
+    finally:
+        ofa256.prepare_workers = None
 
 
 @pytest.mark.parametrize("first", ["missing", "broken"])
