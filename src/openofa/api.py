@@ -63,7 +63,7 @@ class OFA:
         of the decoder's large weights (:meth:`OFAModel.prepack`): faster decoding for one more copy
         of those weights in memory (61 MB for tiny, 300 MB for base in float32); pass False to save it."""
         from openofa.checkpoints import load_checkpoint
-        from openofa.model import OFAModel
+        from openofa.model import model_from_state_dict
 
         if path is None:
             from openofa.weights import bundled_model
@@ -73,8 +73,7 @@ class OFA:
                 raise OFAError("no model given and this installation has no bundled model: pass a checkpoint "
                                "path (official .pt, HF folder, or ours)")
         config, state_dict, meta = load_checkpoint(path, ema=ema)
-        model = OFAModel(config)
-        model.load_state_dict(state_dict, strict=True)
+        model = model_from_state_dict(config, state_dict, source=str(path))
         model = model.to(device=device or "cpu").eval()
         if fold_batchnorm:
             model.fold_batchnorm()

@@ -101,16 +101,10 @@ def load_model(
 ) -> Any:
     """Build the model for a checkpoint, load its weights strictly, and return it in eval mode
     (``model.checkpoint_meta`` holds the reader's meta)."""
-    from openofa.model import build_model
+    from openofa.model import model_from_state_dict
 
     config, sd, meta = load_checkpoint(path, ema=ema)
-    model = build_model(config)
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])[:400]
-        raise OFAError(f"{path}: weights do not fit the model built from its config ({detail})") from None
+    model = model_from_state_dict(config, sd, source=str(path))
     if dtype is not None or device is not None:
         model.to(device=device, dtype=dtype)
     model.eval()

@@ -2,6 +2,6 @@
 
 from openofa.model.decoder import DecoderCache
 from openofa.model.encoder import EncoderOutput
-from openofa.model.ofa import OFAModel, build_model, init_weights
+from openofa.model.ofa import OFAModel, build_model, init_weights, model_from_state_dict
 
-__all__ = ["OFAModel", "build_model", "init_weights", "EncoderOutput", "DecoderCache"]
+__all__ = ["OFAModel", "build_model", "init_weights", "model_from_state_dict", "EncoderOutput", "DecoderCache"]

@@ -126,6 +126,30 @@ class OFAModel(nn.Module):
         return self.decode(prev_output_tokens, enc, code_masks, cross_attention_layer)
 
 
+def model_from_state_dict(config: OFAConfig, state_dict: dict[str, torch.Tensor], *,
+                          source: str = "checkpoint") -> OFAModel:
+    """An OFA model holding ``state_dict``'s weights (floating ones as float32), loaded strictly.
+
+    The modules are built on the meta device and take the given tensors as they are, so no
+    random initialisation runs for weights the checkpoint replaces and no second copy of the
+    weights is made (base loads ~2x faster). ``source`` names the weights in errors."""
+    with torch.device("meta"):
+        model = OFAModel(config)
+    weights = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
+    try:
+        model.load_state_dict(weights, strict=True, assign=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])[:400]
+        raise OFAError(f"{source}: weights do not fit the model built from its config ({detail})") from None
+    # assigning replaces parameters one name at a time: tie the output projection again
+    model.decoder.output_projection.weight = model.decoder.embed_tokens.weight
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise OFAError(f"{source}: no weights for {', '.join(left[:5])}")
+    return model
+
+
 def build_model(config: OFAConfig) -> OFAModel:
     """An OFA model with freshly initialised weights (load a checkpoint into it for real use)."""
     model = OFAModel(config)

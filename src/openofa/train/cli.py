@@ -62,7 +62,7 @@ def build_model_for(cfg) -> Any:
     import torch
 
     from openofa.config import get_config
-    from openofa.model import OFAModel, build_model
+    from openofa.model import build_model, model_from_state_dict
 
     overrides = dict(cfg.model_config)
     size = get_config(cfg.model)
@@ -86,14 +86,8 @@ def build_model_for(cfg) -> Any:
         raise OFAError(f"init_from {cfg.init_from}: a model with {got}, but the recipe (model: {cfg.model} "
                        f"and model_config) asks for {want}")
     config = dataclasses.replace(config, **overrides)
-    model = OFAModel(config)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).strip().splitlines()[:2])[:300]
-        raise OFAError(f"init_from {cfg.init_from}: weights do not fit the model with model_config "
-                       f"{cfg.model_config} ({detail})") from None
-    return model
+    return model_from_state_dict(config, state_dict, source=f"init_from {cfg.init_from} (model_config "
+                                                             f"{cfg.model_config})")
 
 
 def _tokenizer(model_config):
