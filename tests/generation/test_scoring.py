@@ -104,3 +104,58 @@ def test_golden_caption_mean_scores(golden, tiny_model):
     out = score_candidates(tiny_model, src, per, patch_images=images, patch_masks=masks, reduction="mean")
     for o, hyps in zip(out, data["hypos"]):
         torch.testing.assert_close(o, torch.tensor([h["score"] for h in hyps]), atol=1e-4, rtol=0)
+
+
+class _PlainDecode:
+    """Our model seen through the minimal scoring interface (encode/decode/config): the path that
+    decodes every candidate row on its own copy of the encoder output over the whole vocabulary."""
+
+    def __init__(self, model):
+        self.model, self.config = model, model.config
+
+    def encode(self, *a, **k):
+        return self.model.encode(*a, **k)
+
+    def decode(self, prev, enc):
+        return self.model.decode(prev, enc)
+
+
+@pytest.mark.parametrize("with_trie", [True, False])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_shared_encoder_path_matches_decoding_every_row(golden, tiny_model, with_trie, reduction):
+    """The grouped path (one encoder pass shared by an input's candidates, only scored positions
+    projected, onto the trie's tokens only) against the plain one: prompts, per-input lists of
+    different sizes, chunks that split an input, a candidate outside the trie."""
+    data, src, images, masks = _golden_inputs(golden, "vqa_trie_beam5")
+    answers = data["answer_ids"]
+    trie = Trie.from_answers(answers) if with_trie else None
+    per = [answers + [[80, 80]], answers[:2]]  # [80, 80] is not in the trie
+    prompts = [[50, 51, 52], [60]]
+    kw = dict(patch_images=images, patch_masks=masks, prompts=prompts, constraints=trie,
+              reduction=reduction, chunk_size=3)
+    fast = score_candidates(tiny_model, src, per, **kw)
+    plain = score_candidates(_PlainDecode(tiny_model), src, per, **kw)
+    for f, p in zip(fast, plain):
+        assert torch.equal(f.isinf(), p.isinf())
+        torch.testing.assert_close(f[~f.isinf()], p[~p.isinf()], atol=2e-5, rtol=0)
+    assert fast[0][-1] == float("-inf") if with_trie else fast[0][-1] > float("-inf")
+
+
+def test_a_small_bias_budget_scores_one_candidate_at_a_time(golden, tiny_model, monkeypatch):
+    from openofa.generation import scoring
+
+    data, src, images, masks = _golden_inputs(golden, "vqa_trie_beam5")
+    trie = Trie.from_answers(data["answer_ids"])
+    kw = dict(patch_images=images, patch_masks=masks, constraints=trie)
+    want = score_candidates(tiny_model, src, data["answer_ids"], **kw)
+    sizes = []
+    real = scoring._score_group
+    def counted(model, enc, part, *a):
+        sizes.append(len(part))
+        return real(model, enc, part, *a)
+
+    monkeypatch.setattr(scoring, "_score_group", counted)
+    monkeypatch.setattr(scoring, "GROUP_BIAS_ELEMENTS", 1)
+    got = score_candidates(tiny_model, src, data["answer_ids"], **kw)
+    assert set(sizes) == {1} and len(sizes) == 2 * len(data["answer_ids"])
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)

@@ -118,6 +118,10 @@ class Trie:
         hit = valid & (t["keys"][pos] == key)
         return torch.where(hit, t["dest"][pos], torch.full_like(states, dead))
 
+    def tokens(self) -> torch.Tensor:
+        """Every token id that some state allows (eos included), sorted."""
+        return torch.unique(self._tables(torch.device("cpu"))["cpu"]["toks"])
+
     def mask(self, states: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """(n, vocab_size) bool: True where the token may follow the state."""
         comp = self._tables(states.device)

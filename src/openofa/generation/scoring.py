@@ -23,6 +23,11 @@ def _is_sequence_of_ids(x) -> bool:
     return all(isinstance(v, int) or (isinstance(v, torch.Tensor) and v.dim() == 0) for v in x)
 
 
+#: at most this many float elements in the cross-attention bias of one group of candidates
+#: (128 MB in float32), which sets how many candidates of one input are scored at once
+GROUP_BIAS_ELEMENTS = 2 ** 25
+
+
 @torch.no_grad()
 def score_candidates(
     model,
@@ -77,11 +82,26 @@ def score_candidates(
         enc = model.encode(
             src_tokens, src_lengths=src_lengths, patch_images=patch_images, patch_masks=patch_masks
         )
-        for start in range(0, len(items), max(1, chunk_size)):
-            part = items[start : start + chunk_size]
-            flat[start : start + len(part)] = _score_chunk(
-                model, enc, part, pad, bos, eos, constraints, reduction, append_eos, device
-            )
+        if hasattr(model, "output_logits"):  # our model: candidates of one input share its encoder pass
+            done = 0
+            heads, keys = int(model.config.decoder_attention_heads), enc.hidden.shape[1]
+            for i in range(bsz):
+                one = enc.index_select(torch.tensor([i], device=device))
+                n = len(per_input[i])
+                # the shared cross-attention bias is rows x width x keys x heads floats: bound it
+                width = max([len(prompt_ids[i]) + len(c) + 1 for c in per_input[i]] or [1])
+                rows = max(1, min(chunk_size, GROUP_BIAS_ELEMENTS // (width * keys * heads)))
+                for start in range(0, n, rows):
+                    part = items[done + start : done + min(n, start + rows)]
+                    flat[done + start : done + start + len(part)] = _score_group(
+                        model, one, part, pad, bos, eos, constraints, reduction, append_eos, device)
+                done += n
+        else:
+            for start in range(0, len(items), max(1, chunk_size)):
+                part = items[start : start + chunk_size]
+                flat[start : start + len(part)] = _score_chunk(
+                    model, enc, part, pad, bos, eos, constraints, reduction, append_eos, device
+                )
 
     sizes = [len(g) for g in per_input]
     groups = list(torch.split(flat, sizes)) if items else [flat.new_empty(0) for _ in sizes]
@@ -90,7 +110,8 @@ def score_candidates(
     return groups
 
 
-def _score_chunk(model, enc, part, pad, bos, eos, trie, reduction, append_eos, device):
+def _batch(part, pad, bos, eos, append_eos, device):
+    """Decoder inputs, targets and the mask of scored positions of (input, prompt, candidate) items."""
     prev_rows, tgt_rows, first_scored = [], [], []
     for _, prompt, cand in part:
         target = cand + [eos] if append_eos else list(cand)
@@ -98,8 +119,6 @@ def _score_chunk(model, enc, part, pad, bos, eos, trie, reduction, append_eos, d
         tgt_rows.append(prompt + target)
         first_scored.append(len(prompt))
     width = max(len(r) for r in tgt_rows)
-    if width == 0:
-        return torch.zeros(len(part))
     prev = torch.full((len(part), width), pad, dtype=torch.long)
     tgt = torch.full((len(part), width), pad, dtype=torch.long)
     scored = torch.zeros(len(part), width, dtype=torch.bool)
@@ -107,21 +126,63 @@ def _score_chunk(model, enc, part, pad, bos, eos, trie, reduction, append_eos, d
         prev[r, : len(p)] = torch.tensor(p, dtype=torch.long)
         tgt[r, : len(t)] = torch.tensor(t, dtype=torch.long)
         scored[r, f : len(t)] = True
-    prev, tgt, scored = prev.to(device), tgt.to(device), scored.to(device)
+    return prev.to(device), tgt.to(device), scored.to(device), first_scored
 
+
+def _walk_trie(trie, tgt, first_scored, bos, vocab_size, columns=None):
+    """Per position j, the (rows, V) mask of tokens the trie allows after [bos] + candidate[:j - first]
+    (all True before a row's first scored position); ``columns`` keeps those vocabulary columns only."""
+    n, width = tgt.shape
+    device = tgt.device
+    state = trie.advance(trie.root(n, device), torch.full((n,), bos, device=device))
+    firsts = torch.tensor(first_scored, device=device)
+    masks = []
+    for j in range(width):
+        at = firsts <= j
+        m = trie.mask(state, vocab_size)
+        if columns is not None:
+            m = m[:, columns]
+        masks.append(torch.where(at.unsqueeze(1), m, torch.ones_like(m)))
+        state = torch.where(at, trie.advance(state, tgt[:, j]), state)
+    return torch.stack(masks, 1)
+
+
+def _score_group(model, enc, part, pad, bos, eos, trie, reduction, append_eos, device):
+    """:func:`_score_chunk` for candidates of one input: the decoder shares the input's keys and
+    values among them (``group``), only scored positions are projected to the vocabulary, and
+    with a trie only onto the tokens it holds (the others get -inf before the log-softmax, so the
+    scores are the same up to float rounding)."""
+    prev, tgt, scored, first_scored = _batch(part, pad, bos, eos, append_eos, device)
+    if tgt.shape[1] == 0:
+        return torch.zeros(len(part))
+    feats = model.decode(prev, enc, group=len(part), features_only=True)[scored]  # (M, C)
+    targets = tgt[scored]
+    if trie is None:
+        lprobs = F.log_softmax(model.output_logits(feats).float(), dim=-1)
+        tok_scores = lprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    else:
+        vocab = trie.tokens().to(device)
+        logits = model.output_logits(feats, vocab).float()
+        allowed = _walk_trie(trie, tgt, first_scored, bos, int(model.config.vocab_size), vocab)[scored]
+        lprobs = F.log_softmax(logits.masked_fill(~allowed, NEG_INF), dim=-1)
+        column = torch.searchsorted(vocab, targets).clamp(max=vocab.numel() - 1)
+        tok_scores = lprobs.gather(-1, column.unsqueeze(-1)).squeeze(-1)
+        tok_scores = tok_scores.masked_fill(vocab[column] != targets, NEG_INF)  # a token outside the trie
+    total = torch.zeros(len(part), device=device).index_add_(0, scored.nonzero()[:, 0], tok_scores)
+    if reduction == "mean":
+        total = total / scored.sum(1).clamp(min=1)
+    return total.cpu()
+
+
+def _score_chunk(model, enc, part, pad, bos, eos, trie, reduction, append_eos, device):
+    prev, tgt, scored, first_scored = _batch(part, pad, bos, eos, append_eos, device)
+    if tgt.shape[1] == 0:
+        return torch.zeros(len(part))
     rows = torch.tensor([i for i, _, _ in part], dtype=torch.long, device=device)
     logits = model.decode(prev, enc.index_select(rows)).float()
     if trie is not None:
         # walk [bos] + candidate tokens (the prompt is skipped, as in the original)
-        allowed = torch.ones_like(logits, dtype=torch.bool)
-        state = trie.advance(trie.root(len(part), device), torch.full((len(part),), bos, device=device))
-        firsts = torch.tensor(first_scored, device=device)
-        for j in range(width):
-            at = firsts <= j
-            m = trie.mask(state, logits.size(-1))
-            allowed[:, j] = torch.where(at.unsqueeze(1), m, allowed[:, j])
-            state = torch.where(at, trie.advance(state, tgt[:, j]), state)
-        logits = logits.masked_fill(~allowed, NEG_INF)
+        logits = logits.masked_fill(~_walk_trie(trie, tgt, first_scored, bos, logits.size(-1)), NEG_INF)
     lprobs = F.log_softmax(logits, dim=-1)
     tok_scores = lprobs.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).masked_fill(~scored, 0.0)
     total = tok_scores.sum(1)

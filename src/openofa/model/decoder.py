@@ -211,16 +211,30 @@ class Decoder(nn.Module):
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         return self.output_projection(self.layer_norm(x))
 
+    def output_logits(self, features: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of ``features`` (the decoder's normalised output, ``features_only=True``) for the
+        whole vocabulary, or for the token ids ``vocab`` only (..., len(vocab))."""
+        if vocab is None:
+            return self.output_projection(features)
+        return torch.nn.functional.linear(features, self.output_projection.weight.index_select(0, vocab))
+
     # ---- teacher forcing ---------------------------------------------------------------------
     def forward(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput,
                 features_only: bool = False, code_masks: torch.Tensor | None = None,
-                cross_attention_layer: int | None = None) -> torch.Tensor | tuple[torch.Tensor, CrossAttention]:
+                cross_attention_layer: int | None = None,
+                group: int = 1) -> torch.Tensor | tuple[torch.Tensor, CrossAttention]:
         """Logits (B, T, V) for every position of ``prev_output_tokens`` (B, T); ``code_masks`` (B,)
         flags the rows whose target is image codes. With ``cross_attention_layer`` (an index into
-        the layers, negative from the end) also that layer's :class:`CrossAttention`."""
+        the layers, negative from the end) also that layer's :class:`CrossAttention`. With
+        ``group`` > 1, each run of ``group`` consecutive rows decodes the same input of ``enc``
+        (B / group inputs): its keys and values are computed once and shared (text rows only)."""
         cfg = self.cfg
         bsz, tgt_len = prev_output_tokens.shape
         device = prev_output_tokens.device
+        if group > 1 and (code_masks is not None or cross_attention_layer is not None):
+            raise ValueError("group > 1 is for text rows without cross_attention_layer")
+        if enc.batch_size * group != bsz:
+            raise ValueError(f"{bsz} decoder rows for {enc.batch_size} inputs in groups of {group}")
         code = self._code_rows(code_masks, bsz)
         positions = torch.arange(tgt_len, device=device)
         x = self._embed(prev_output_tokens, positions, code)
@@ -244,7 +258,7 @@ class Decoder(nn.Module):
                 x, weights = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype), need_weights=True)
                 attention = CrossAttention(weights, enc.image_grid)
             else:
-                x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype))
+                x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype), group=group)
         out = self.layer_norm(x) if features_only else self._output(x)
         return out if attention is None else (out, attention)
 

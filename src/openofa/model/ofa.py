@@ -97,12 +97,20 @@ class OFAModel(nn.Module):
         return enc
 
     def decode(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput,
-               code_masks: torch.Tensor | None = None, cross_attention_layer: int | None = None):
+               code_masks: torch.Tensor | None = None, cross_attention_layer: int | None = None, *,
+               group: int = 1, features_only: bool = False):
         """Teacher-forced logits (B, T, V) for ``prev_output_tokens`` (B, T) (bos first);
         ``code_masks`` (B,) bool flags the rows whose target is image codes. With
-        ``cross_attention_layer``: ``(logits, CrossAttention)`` of that decoder layer."""
-        return self.decoder(prev_output_tokens, enc, code_masks=code_masks,
-                            cross_attention_layer=cross_attention_layer)
+        ``cross_attention_layer``: ``(logits, CrossAttention)`` of that decoder layer. ``group``:
+        rows come in runs of ``group`` per input of ``enc``, which then share its keys and values
+        (scoring many candidates of one input). ``features_only``: the normalised decoder output
+        (B, T, C) instead of logits, for :meth:`output_logits`."""
+        return self.decoder(prev_output_tokens, enc, features_only=features_only, code_masks=code_masks,
+                            cross_attention_layer=cross_attention_layer, group=group)
+
+    def output_logits(self, features: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of decoder ``features`` over the vocabulary, or over the token ids ``vocab`` only."""
+        return self.decoder.output_logits(features, vocab)
 
     def init_cache(self, enc: EncoderOutput, beam_size: int = 1, max_len: int | None = None,
                    code_masks: torch.Tensor | None = None) -> DecoderCache:
