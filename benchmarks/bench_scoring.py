@@ -3,9 +3,10 @@ of 1-3 words scored under the answer trie, recipe weights, 2 threads.
 
 Compares, in this process, the plain path (every candidate row decodes its own copy of the
 encoder output and is projected onto the whole vocabulary at every position, as a model with
-only ``decode`` gets) with the grouped path ``score_candidates`` takes for our model (the input's
-keys and values shared by its candidates, only scored positions projected, onto the trie's
-tokens only). Prints seconds, the speed-up and the largest score difference.
+only ``decode`` gets) with the grouped path ``score_candidates`` takes for our model (the prompt
+decoded once and its cache copied to every candidate, the input's keys and values shared by its
+candidates, only scored positions projected, onto the trie's tokens only). Prints seconds, the
+speed-up and the largest score difference.
 
     python benchmarks/bench_scoring.py
     python benchmarks/bench_scoring.py --sizes tiny --answers 1000

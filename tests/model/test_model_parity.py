@@ -114,6 +114,32 @@ def test_beam_grouped_cache_matches_per_row_cache(tiny_model):
     assert (tiny_model.decode_step(tokens, grouped) - tiny_model.decode_step(tokens, flat)).abs().max() < 1e-4
 
 
+def test_expanded_cache_continues_a_shared_prefix_like_teacher_forcing(tiny_model):
+    """A prefix decoded once, the cache expanded to n rows, then n different continuations: the
+    features equal teacher forcing of the whole sequences, and project onto a vocabulary subset."""
+    z = np.load(GOLDEN / "forward_ofa_tiny.npz")
+    src, img = torch.from_numpy(z["src_tokens"][:1]), torch.from_numpy(z["patch_images"][:1])
+    with torch.inference_mode():
+        enc = tiny_model.encode(src, None, img, torch.tensor([True]))
+        prefix = torch.tensor([[0, 300, 301, 302]])
+        cont = torch.tensor([[40, 41, 42], [50, 51, 52], [60, 40, 7]])
+        cache = tiny_model.init_cache(enc, beam_size=1)
+        for t in range(prefix.shape[1]):
+            last = tiny_model.decode_step(prefix[:, : t + 1], cache, features_only=True)
+        cache.expand(3)
+        full = torch.cat([prefix.expand(3, -1), cont], 1)
+        feats = [last.expand(3, -1)] + [tiny_model.decode_step(full[:, : prefix.shape[1] + j + 1], cache,
+                                                               features_only=True) for j in range(3)]
+        logits = tiny_model.output_logits(torch.stack(feats, 1))
+        want = tiny_model.decode(full, enc.repeat_interleave(3))[:, prefix.shape[1] - 1:]
+        assert (logits - want).abs().max().item() < 1e-4
+        vocab = torch.tensor([2, 40, 52, 700])
+        torch.testing.assert_close(tiny_model.output_logits(feats[1], vocab), logits[:, 1, vocab],
+                                   atol=1e-5, rtol=0)  # the same dot products, summed in another order
+    with pytest.raises(ValueError, match="one row per input"):
+        cache.expand(2)
+
+
 @torch.no_grad()
 def test_cached_steps_across_bias_chunks_and_a_shrinking_batch(tiny_model):
     """The cache computes position biases a chunk of steps at a time: 40 steps (three chunks) with

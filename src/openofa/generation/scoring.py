@@ -88,9 +88,8 @@ def score_candidates(
             for i in range(bsz):
                 one = enc.index_select(torch.tensor([i], device=device))
                 n = len(per_input[i])
-                # the shared cross-attention bias is rows x width x keys x heads floats: bound it
-                width = max([len(prompt_ids[i]) + len(c) + 1 for c in per_input[i]] or [1])
-                rows = max(1, min(chunk_size, GROUP_BIAS_ELEMENTS // (width * keys * heads)))
+                # a step's shared cross-attention bias is rows x keys x heads floats: bound it
+                rows = max(1, min(chunk_size, GROUP_BIAS_ELEMENTS // (keys * heads)))
                 for start in range(0, n, rows):
                     part = items[done + start : done + min(n, start + rows)]
                     flat[done + start : done + start + len(part)] = _score_group(
@@ -148,30 +147,54 @@ def _walk_trie(trie, tgt, first_scored, bos, vocab_size, columns=None):
 
 
 def _score_group(model, enc, part, pad, bos, eos, trie, reduction, append_eos, device):
-    """:func:`_score_chunk` for candidates of one input: the decoder shares the input's keys and
-    values among them (``group``), only scored positions are projected to the vocabulary, and
-    with a trie only onto the tokens it holds (the others get -inf before the log-softmax, so the
-    scores are the same up to float rounding)."""
-    prev, tgt, scored, first_scored = _batch(part, pad, bos, eos, append_eos, device)
-    if tgt.shape[1] == 0:
-        return torch.zeros(len(part))
-    feats = model.decode(prev, enc, group=len(part), features_only=True)[scored]  # (M, C)
-    targets = tgt[scored]
+    """:func:`_score_chunk` for candidates of one input (one prompt): the prompt is decoded once
+    with the cache, which is then copied to every candidate (``DecoderCache.expand``) and fed
+    the candidates' tokens a step at a time, all sharing the input's cross-attention keys and
+    values. Only scored positions are projected to the vocabulary, and with a trie only onto
+    the tokens it holds (the others get -inf before the log-softmax). The scores equal teacher
+    forcing up to float rounding."""
+    prompt = [bos] + part[0][1]
+    targets = [list(c) + [eos] if append_eos else list(c) for _, _, c in part]
+    n, width = len(part), max(len(t) for t in targets)
+    if width == 0:
+        return torch.zeros(n)
+    tgt = torch.full((n, width), pad, dtype=torch.long)
+    for r, t in enumerate(targets):
+        tgt[r, : len(t)] = torch.tensor(t, dtype=torch.long)
+    tgt = tgt.to(device)
+    scored = _length_mask(targets, width, device)
+
+    cache = model.init_cache(enc, beam_size=1)
+    seq = torch.tensor([prompt], dtype=torch.long, device=device)
+    for t in range(len(prompt)):
+        first = model.decode_step(seq[:, : t + 1], cache, features_only=True)  # predicts target[0]
+    cache.expand(n)
+    tokens = torch.cat([seq.expand(n, -1), tgt], 1)
+    feats = [first.expand(n, -1)]
+    for j in range(width - 1):  # feeding target[j] predicts target[j + 1]
+        feats.append(model.decode_step(tokens[:, : len(prompt) + j + 1], cache, features_only=True))
+    feats = torch.stack(feats, 1)[scored]  # (M, C)
+    picked = tgt[scored]
     if trie is None:
         lprobs = F.log_softmax(model.output_logits(feats).float(), dim=-1)
-        tok_scores = lprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        tok_scores = lprobs.gather(-1, picked.unsqueeze(-1)).squeeze(-1)
     else:
         vocab = trie.tokens().to(device)
         logits = model.output_logits(feats, vocab).float()
-        allowed = _walk_trie(trie, tgt, first_scored, bos, int(model.config.vocab_size), vocab)[scored]
+        allowed = _walk_trie(trie, tgt, [0] * n, bos, int(model.config.vocab_size), vocab)[scored]
         lprobs = F.log_softmax(logits.masked_fill(~allowed, NEG_INF), dim=-1)
-        column = torch.searchsorted(vocab, targets).clamp(max=vocab.numel() - 1)
+        column = torch.searchsorted(vocab, picked).clamp(max=vocab.numel() - 1)
         tok_scores = lprobs.gather(-1, column.unsqueeze(-1)).squeeze(-1)
-        tok_scores = tok_scores.masked_fill(vocab[column] != targets, NEG_INF)  # a token outside the trie
-    total = torch.zeros(len(part), device=device).index_add_(0, scored.nonzero()[:, 0], tok_scores)
+        tok_scores = tok_scores.masked_fill(vocab[column] != picked, NEG_INF)  # a token outside the trie
+    total = torch.zeros(n, device=device).index_add_(0, scored.nonzero()[:, 0], tok_scores)
     if reduction == "mean":
         total = total / scored.sum(1).clamp(min=1)
     return total.cpu()
+
+
+def _length_mask(targets, width, device):
+    lengths = torch.tensor([len(t) for t in targets], device=device)
+    return torch.arange(width, device=device)[None] < lengths[:, None]
 
 
 def _score_chunk(model, enc, part, pad, bos, eos, trie, reduction, append_eos, device):

@@ -94,6 +94,16 @@ class DecoderCache:
     def num_rows(self) -> int:
         return self.enc.batch_size * self.group
 
+    def expand(self, n: int) -> None:
+        """Each row becomes ``n`` identical rows (a prefix decoded once, continued n ways): the
+        rows of an input form one group of ``n`` that shares its cross-attention keys/values."""
+        if self.group != 1:
+            raise ValueError(f"expand needs one row per input, the cache has groups of {self.group}")
+        rows = torch.arange(self.num_rows, device=self.cross_pos_k.device).repeat_interleave(n)
+        for kv in self.self_kv:
+            kv.reorder(rows)
+        self.group = n
+
     def reorder(self, new_order: torch.Tensor) -> None:
         """Row i of the new state is old row ``new_order[i]``; rows must stay grouped by input."""
         for kv in self.self_kv:
@@ -221,20 +231,13 @@ class Decoder(nn.Module):
     # ---- teacher forcing ---------------------------------------------------------------------
     def forward(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput,
                 features_only: bool = False, code_masks: torch.Tensor | None = None,
-                cross_attention_layer: int | None = None,
-                group: int = 1) -> torch.Tensor | tuple[torch.Tensor, CrossAttention]:
+                cross_attention_layer: int | None = None) -> torch.Tensor | tuple[torch.Tensor, CrossAttention]:
         """Logits (B, T, V) for every position of ``prev_output_tokens`` (B, T); ``code_masks`` (B,)
         flags the rows whose target is image codes. With ``cross_attention_layer`` (an index into
-        the layers, negative from the end) also that layer's :class:`CrossAttention`. With
-        ``group`` > 1, each run of ``group`` consecutive rows decodes the same input of ``enc``
-        (B / group inputs): its keys and values are computed once and shared (text rows only)."""
+        the layers, negative from the end) also that layer's :class:`CrossAttention`."""
         cfg = self.cfg
         bsz, tgt_len = prev_output_tokens.shape
         device = prev_output_tokens.device
-        if group > 1 and (code_masks is not None or cross_attention_layer is not None):
-            raise ValueError("group > 1 is for text rows without cross_attention_layer")
-        if enc.batch_size * group != bsz:
-            raise ValueError(f"{bsz} decoder rows for {enc.batch_size} inputs in groups of {group}")
         code = self._code_rows(code_masks, bsz)
         positions = torch.arange(tgt_len, device=device)
         x = self._embed(prev_output_tokens, positions, code)
@@ -258,7 +261,7 @@ class Decoder(nn.Module):
                 x, weights = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype), need_weights=True)
                 attention = CrossAttention(weights, enc.image_grid)
             else:
-                x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype), group=group)
+                x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype))
         out = self.layer_norm(x) if features_only else self._output(x)
         return out if attention is None else (out, attention)
 
@@ -270,8 +273,9 @@ class Decoder(nn.Module):
         code = self._code_rows(code_masks, enc.batch_size)
         return DecoderCache(enc, cross_kv, self.cross_pos_keys(enc), group, max_len, code)
 
-    def step(self, tokens: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
-        """Feed the last column of ``tokens`` (N, t+1) at position t; return logits (N, V)."""
+    def step(self, tokens: torch.Tensor, cache: DecoderCache, features_only: bool = False) -> torch.Tensor:
+        """Feed the last column of ``tokens`` (N, t+1) at position t; return logits (N, V), or with
+        ``features_only`` the normalised decoder output (N, C) for :meth:`output_logits`."""
         t = tokens.shape[1] - 1
         if t != cache.step:
             raise ValueError(f"decoder cache is at step {cache.step} but got a prefix of length {t + 1}")
@@ -290,7 +294,7 @@ class Decoder(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, self_biases[i], cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
         cache.step += 1
-        return self._output(x)[:, -1]
+        return self.layer_norm(x)[:, -1] if features_only else self._output(x)[:, -1]
 
     BIAS_CHUNK = 16
 

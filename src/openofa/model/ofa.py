@@ -97,16 +97,12 @@ class OFAModel(nn.Module):
         return enc
 
     def decode(self, prev_output_tokens: torch.Tensor, enc: EncoderOutput,
-               code_masks: torch.Tensor | None = None, cross_attention_layer: int | None = None, *,
-               group: int = 1, features_only: bool = False):
+               code_masks: torch.Tensor | None = None, cross_attention_layer: int | None = None):
         """Teacher-forced logits (B, T, V) for ``prev_output_tokens`` (B, T) (bos first);
         ``code_masks`` (B,) bool flags the rows whose target is image codes. With
-        ``cross_attention_layer``: ``(logits, CrossAttention)`` of that decoder layer. ``group``:
-        rows come in runs of ``group`` per input of ``enc``, which then share its keys and values
-        (scoring many candidates of one input). ``features_only``: the normalised decoder output
-        (B, T, C) instead of logits, for :meth:`output_logits`."""
-        return self.decoder(prev_output_tokens, enc, features_only=features_only, code_masks=code_masks,
-                            cross_attention_layer=cross_attention_layer, group=group)
+        ``cross_attention_layer``: ``(logits, CrossAttention)`` of that decoder layer."""
+        return self.decoder(prev_output_tokens, enc, code_masks=code_masks,
+                            cross_attention_layer=cross_attention_layer)
 
     def output_logits(self, features: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of decoder ``features`` over the vocabulary, or over the token ids ``vocab`` only."""
@@ -118,9 +114,11 @@ class OFAModel(nn.Module):
         ``code_masks`` (B,): the inputs whose rows decode image codes."""
         return self.decoder.init_cache(enc, beam_size, max_len, code_masks)
 
-    def decode_step(self, tokens: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
-        """Next-token logits (N, V) in float32 given the whole prefix ``tokens`` (N, t+1)."""
-        return self.decoder.step(tokens, cache).float()
+    def decode_step(self, tokens: torch.Tensor, cache: DecoderCache, features_only: bool = False) -> torch.Tensor:
+        """Next-token logits (N, V) in float32 given the whole prefix ``tokens`` (N, t+1); with
+        ``features_only`` the normalised decoder output (N, C) in the decoder's dtype instead."""
+        out = self.decoder.step(tokens, cache, features_only)
+        return out if features_only else out.float()
 
     def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None,
                 patch_images: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None,
