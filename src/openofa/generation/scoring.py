@@ -23,8 +23,8 @@ def _is_sequence_of_ids(x) -> bool:
     return all(isinstance(v, int) or (isinstance(v, torch.Tensor) and v.dim() == 0) for v in x)
 
 
-#: at most this many float elements in the cross-attention bias of one group of candidates
-#: (128 MB in float32), which sets how many candidates of one input are scored at once
+#: at most this many float elements in one decoding step's cross-attention bias for a group of
+#: candidates (128 MB in float32), which sets how many candidates of one input are scored at once
 GROUP_BIAS_ELEMENTS = 2 ** 25
 
 
@@ -82,14 +82,14 @@ def score_candidates(
         enc = model.encode(
             src_tokens, src_lengths=src_lengths, patch_images=patch_images, patch_masks=patch_masks
         )
-        if hasattr(model, "output_logits"):  # our model: candidates of one input share its encoder pass
-            done = 0
+        if hasattr(model, "output_logits"):  # our model: an input's candidates share its encoding and prompt
+            # a step's shared cross-attention bias is rows x keys x heads floats: bound it
             heads, keys = int(model.config.decoder_attention_heads), enc.hidden.shape[1]
+            rows = max(1, min(chunk_size, GROUP_BIAS_ELEMENTS // (keys * heads)))
+            done = 0
             for i in range(bsz):
                 one = enc.index_select(torch.tensor([i], device=device))
                 n = len(per_input[i])
-                # a step's shared cross-attention bias is rows x keys x heads floats: bound it
-                rows = max(1, min(chunk_size, GROUP_BIAS_ELEMENTS // (keys * heads)))
                 for start in range(0, n, rows):
                     part = items[done + start : done + min(n, start + rows)]
                     flat[done + start : done + start + len(part)] = _score_group(
