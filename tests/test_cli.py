@@ -105,6 +105,7 @@ def test_auto_dtype_gives_the_float32_tokens(capsys, model_dir, monkeypatch, spe
     (["caption", "/no/such.png"], "input not found: /no/such.png"),
     (["vqa", IMG_A], "give --question"),
     (["caption", IMG_A, "--cols", "image"], "bad column spec"),
+    (["caption", IMG_A, "--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_input_errors_are_one_line(capsys, model_dir, argv, message):
     code, out, err = _run(capsys, *argv[:1], "--model", model_dir, *argv[1:])

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from openofa.device import resolve_device
 from openofa.errors import OFAError
 from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_candidates
 from openofa.precision import resolve_dtype
@@ -72,9 +73,10 @@ class OFA:
             if path is None:
                 raise OFAError("no model given and this installation has no bundled model: pass a checkpoint "
                                "path (official .pt, HF folder, or ours)")
+        device = resolve_device(device)  # before reading weights: a bad device is a one-line error
         config, state_dict, meta = load_checkpoint(path, ema=ema)
         model = model_from_state_dict(config, state_dict, source=str(path))
-        model = model.to(device=device or "cpu").eval()
+        model = model.to(device=device).eval()
         if fold_batchnorm:
             model.fold_batchnorm()
         model.set_precision(resolve_dtype(dtype, model.device), resolve_dtype(decoder_dtype, model.device))

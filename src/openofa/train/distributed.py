@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from openofa.device import resolve_device
 from openofa.errors import OFAError
 
 
@@ -61,21 +62,6 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise OFAError(f"environment variable {name}={value!r} is not an integer") from None
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` = ``cuda:LOCAL_RANK`` when CUDA is available, else CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = f"cuda:{local_rank}"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise OFAError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OFAError(f"device {device} asked for, but CUDA is not available")
-    return dev
 
 
 def _free_port() -> int:
