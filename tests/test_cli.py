@@ -106,6 +106,8 @@ def test_auto_dtype_gives_the_float32_tokens(capsys, model_dir, monkeypatch, spe
     (["vqa", IMG_A], "give --question"),
     (["caption", IMG_A, "--cols", "image"], "bad column spec"),
     (["caption", IMG_A, "--device", "tpu"], "unknown device 'tpu'"),
+    (["caption", IMG_A, "--batch-size", "-1"], "batch size must be a positive integer, got -1"),
+    (["caption", IMG_A, "--no-repeat-ngram-size", "-1"], "no_repeat_ngram_size and min_len must be >= 0"),
 ])
 def test_input_errors_are_one_line(capsys, model_dir, argv, message):
     code, out, err = _run(capsys, *argv[:1], "--model", model_dir, *argv[1:])

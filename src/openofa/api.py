@@ -180,7 +180,9 @@ class OFA:
             if task not in TASKS:
                 raise OFAError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
             task = TASKS[task]()
-        bs = batch_size or self.batch_size
+        bs = self.batch_size if batch_size is None else batch_size
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise OFAError(f"batch size must be a positive integer, got {bs!r}")
         results: list[dict[str, Any]] = []
         bar = None
         if progress:

@@ -45,6 +45,9 @@ class GenerationConfig:
             raise OFAError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.temperature <= 0:
             raise OFAError(f"temperature must be > 0, got {self.temperature}")
+        if self.no_repeat_ngram_size < 0 or self.min_len < 0:
+            raise OFAError(f"no_repeat_ngram_size and min_len must be >= 0, got {self.no_repeat_ngram_size} "
+                           f"and {self.min_len}")
         if not self.sampling and (self.sampling_topk > 0 or self.sampling_topp > 0):
             raise OFAError("sampling_topk / sampling_topp need sampling=True")
         if self.constraint_range is not None:
