@@ -104,8 +104,11 @@ class OFA:
         return "max_image_size" in self.task_settings and name.startswith("refcoco")
 
     def image_tensor(self, image, task: Task, return_size: bool = False):
-        img = load_image(image)
         size = self.task_image_size(task)
+        if size > self.model.max_image_size:  # checked before resizing: a huge size would exhaust memory
+            raise OFAError(f"image size {size} is larger than the model's image positions cover "
+                           f"({self.model.max_image_size} pixels a side)")
+        img = load_image(image)
         if task.name == "ground":
             out = refcoco_transform(img, size=size, max_size=size)
             tensor = out.patch_image

@@ -74,3 +74,14 @@ def test_weights_that_do_not_fit_are_one_line_errors(micro, edit, message):
     with pytest.raises(OFAError, match=f"my.pt: weights do not fit.*{message}") as err:
         model_from_state_dict(config, sd, source="my.pt")
     assert "\n" not in str(err.value)
+
+
+def test_images_larger_than_the_position_table_are_one_line_errors(micro):
+    config, sd = micro  # image_bucket_size 8: 8 patches of 16 pixels a side
+    model = model_from_state_dict(config, sd).eval()
+    assert model.max_image_size == 128
+    src = torch.tensor([[0, 40, 2]])
+    with torch.inference_mode():
+        assert model.encode(src, None, torch.zeros(1, 3, 128, 96), torch.tensor([True])).image_grid == (8, 6)
+        with pytest.raises(OFAError, match=r"images of 96x129 pixels: .* at most 128 pixels a side"):
+            model.encode(src, None, torch.zeros(1, 3, 129, 96), torch.tensor([True]))

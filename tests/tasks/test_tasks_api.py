@@ -189,6 +189,12 @@ def test_bad_input_gives_one_line_error(ofa256, call, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_image_size_beyond_the_position_table_is_refused_before_resizing(tiny_model):
+    ofa = OFA(tiny_model, image_size=100_000)  # resizing to this would exhaust memory
+    with pytest.raises(OFAError, match="image size 100000 is larger than .* cover \\(672 pixels a side\\)"):
+        ofa.caption(IMG["a_200x150_rgb"])
+
+
 def test_corrupt_image_is_named(ofa256, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")

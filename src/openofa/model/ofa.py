@@ -32,6 +32,11 @@ class OFAModel(nn.Module):
         return self.decoder.embed_positions.weight.dtype
 
     @property
+    def max_image_size(self) -> int:
+        """The largest image side the image position table covers (the trunk's stride is 16)."""
+        return self.config.image_bucket_size * 16
+
+    @property
     def encoder_dtype(self) -> torch.dtype:
         return self.encoder.embed_positions.weight.dtype
 
@@ -84,11 +89,13 @@ class OFAModel(nn.Module):
         with ``patch_masks`` (B,) telling which rows really have an image. ``src_lengths`` is
         accepted for the original's batch layout; padding is read from the tokens."""
         if src_tokens.shape[1] > self.config.max_source_positions:
-            from openofa.errors import OFAError
-
             raise OFAError(f"source has {src_tokens.shape[1]} tokens; the model takes at most "
                            f"{self.config.max_source_positions}")
         if patch_images is not None:
+            side = max(patch_images.shape[-2:])
+            if side > self.max_image_size:
+                raise OFAError(f"images of {patch_images.shape[-1]}x{patch_images.shape[-2]} pixels: the "
+                               f"model's image positions cover at most {self.max_image_size} pixels a side")
             patch_images = patch_images.to(self.encoder_dtype)
         enc = self.encoder(src_tokens, patch_images, patch_masks)
         if self.encoder_dtype != self.dtype:
