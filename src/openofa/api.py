@@ -7,6 +7,7 @@ only builds inputs and reads outputs. Every method takes one input or a list and
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -186,6 +187,8 @@ class OFA:
         bs = self.batch_size if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise OFAError(f"batch size must be a positive integer, got {bs!r}")
+        for i, item in enumerate(inputs):
+            _check_input(task, i, item)
         results: list[dict[str, Any]] = []
         bar = None
         if progress:
@@ -231,8 +234,7 @@ class OFA:
     def vqa(self, image, question: str | Sequence[str], *, answers: Sequence[str] | None = None,
             mode: str | None = None, **options):
         """Answer a question about an image; with ``answers`` choose among them (mode allcand or trie)."""
-        single = isinstance(question, str)
-        qs = [question] if single else list(question)
+        qs, single = _texts("vqa", "question", question)
         ims = [image] * len(qs) if not isinstance(image, (list, tuple)) else list(image)
         if len(ims) != len(qs):
             raise OFAError(f"vqa: {len(ims)} images for {len(qs)} questions")
@@ -241,8 +243,7 @@ class OFA:
 
     def ground(self, image, text: str | Sequence[str], **options):
         """Box ``[x1, y1, x2, y2]`` (original-image pixels) of the region ``text`` describes."""
-        single = isinstance(text, str)
-        texts = [text] if single else list(text)
+        texts, single = _texts("ground", "text", text)
         ims = [image] * len(texts) if not isinstance(image, (list, tuple)) else list(image)
         items = [{"image": im, "text": t} for im, t in zip(ims, texts)]
         return self._one_or_many("ground", items, single, "box", **options)
@@ -265,11 +266,37 @@ class OFA:
                                  True, "label", **options)
 
     def summarize(self, text: str | Sequence[str], **options):
-        single = isinstance(text, str)
-        texts = [text] if single else list(text)
+        texts, single = _texts("summarize", "text", text)
         return self._one_or_many("summarize", [{"text": t} for t in texts], single, "summary", **options)
 
 
 def load(path: str | Path | None = None, **kwargs: Any) -> OFA:
     """Shortcut for :meth:`OFA.load`."""
     return OFA.load(path, **kwargs)
+
+
+def _texts(task: str, name: str, value: Any) -> tuple[list[Any], bool]:
+    """(the texts, whether one was given) for a method taking a string or a list of them."""
+    if isinstance(value, str):
+        return [value], True
+    if isinstance(value, (list, tuple)):
+        return list(value), False
+    raise OFAError(f"{task}: {name} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def _check_input(task: Task, index: int, item: Any) -> None:
+    """One-line errors for an input that does not fit ``task.prepare``: not a dict, unknown or
+    missing fields, or a text field that is not a string (the task would fail deep inside)."""
+    params = {n: p for n, p in inspect.signature(task.prepare).parameters.items() if n != "ofa"}
+    expected = ", ".join(params)
+    if not isinstance(item, dict):
+        raise OFAError(f"{task.name}: input {index} is a {type(item).__name__}; expected a dict with {expected}")
+    unknown = [k for k in item if k not in params]
+    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in item]
+    if unknown or missing:
+        what = "unknown field(s) " + ", ".join(unknown) if unknown else "no " + ", ".join(missing)
+        raise OFAError(f"{task.name}: input {index} has {what}; expected {expected}")
+    for name, value in item.items():
+        text = str(params[name].annotation).startswith("str")
+        if text and value is not None and not isinstance(value, str):
+            raise OFAError(f"{task.name}: input {index}: {name} must be a string, got {type(value).__name__}")

@@ -222,3 +222,16 @@ def _caption_source_ids(ofa):
     from openofa.tasks import Caption
 
     return Caption().prepare(ofa, IMG["a_200x150_rgb"]).src
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda o: o.summarize(5), "summarize: text must be a string or a list of strings, got int"),
+    (lambda o: o.summarize(["a", 5]), "summarize: input 1: text must be a string, got int"),
+    (lambda o: o.run("caption", [{"img": "x.png"}]), "caption: input 0 has unknown field(s) img; expected image"),
+    (lambda o: o.run("vqa", [{"image": "x.png"}]), "vqa: input 0 has no question; expected image, question"),
+    (lambda o: o.run("caption", ["x.png"]), "caption: input 0 is a str; expected a dict with image"),
+])
+def test_inputs_that_do_not_fit_the_task_are_one_line_errors(ofa256, call, message):
+    with pytest.raises(OFAError) as err:
+        call(ofa256)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
