@@ -187,8 +187,9 @@ class OFA:
         bs = self.batch_size if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise OFAError(f"batch size must be a positive integer, got {bs!r}")
+        fields = {n: p for n, p in inspect.signature(task.prepare).parameters.items() if n != "ofa"}
         for i, item in enumerate(inputs):
-            _check_input(task, i, item)
+            _check_input(task.name, fields, i, item)
         results: list[dict[str, Any]] = []
         bar = None
         if progress:
@@ -284,19 +285,19 @@ def _texts(task: str, name: str, value: Any) -> tuple[list[Any], bool]:
     raise OFAError(f"{task}: {name} must be a string or a list of strings, got {type(value).__name__}")
 
 
-def _check_input(task: Task, index: int, item: Any) -> None:
-    """One-line errors for an input that does not fit ``task.prepare``: not a dict, unknown or
-    missing fields, or a text field that is not a string (the task would fail deep inside)."""
-    params = {n: p for n, p in inspect.signature(task.prepare).parameters.items() if n != "ofa"}
+def _check_input(task: str, params: dict[str, inspect.Parameter], index: int, item: Any) -> None:
+    """One-line errors for an input that does not fit the task's ``prepare`` (its ``params``): not a
+    dict, unknown or missing fields, or a text field that is not a string (the task would fail
+    deep inside)."""
     expected = ", ".join(params)
     if not isinstance(item, dict):
-        raise OFAError(f"{task.name}: input {index} is a {type(item).__name__}; expected a dict with {expected}")
+        raise OFAError(f"{task}: input {index} is a {type(item).__name__}; expected a dict with {expected}")
     unknown = [k for k in item if k not in params]
     missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in item]
     if unknown or missing:
         what = "unknown field(s) " + ", ".join(unknown) if unknown else "no " + ", ".join(missing)
-        raise OFAError(f"{task.name}: input {index} has {what}; expected {expected}")
+        raise OFAError(f"{task}: input {index} has {what}; expected {expected}")
     for name, value in item.items():
         text = str(params[name].annotation).startswith("str")
         if text and value is not None and not isinstance(value, str):
-            raise OFAError(f"{task.name}: input {index}: {name} must be a string, got {type(value).__name__}")
+            raise OFAError(f"{task}: input {index}: {name} must be a string, got {type(value).__name__}")

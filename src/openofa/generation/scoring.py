@@ -154,15 +154,11 @@ def _score_group(model, enc, part, pad, bos, eos, trie, reduction, append_eos, d
     the tokens it holds (the others get -inf before the log-softmax). The scores equal teacher
     forcing up to float rounding."""
     prompt = [bos] + part[0][1]
-    targets = [list(c) + [eos] if append_eos else list(c) for _, _, c in part]
-    n, width = len(part), max(len(t) for t in targets)
+    # the candidates' targets alone (the prompt is decoded once below)
+    _, tgt, scored, _ = _batch([(i, [], c) for i, _, c in part], pad, bos, eos, append_eos, device)
+    n, width = tgt.shape
     if width == 0:
         return torch.zeros(n)
-    tgt = torch.full((n, width), pad, dtype=torch.long)
-    for r, t in enumerate(targets):
-        tgt[r, : len(t)] = torch.tensor(t, dtype=torch.long)
-    tgt = tgt.to(device)
-    scored = _length_mask(targets, width, device)
 
     cache = model.init_cache(enc, beam_size=1)
     seq = torch.tensor([prompt], dtype=torch.long, device=device)
@@ -190,11 +186,6 @@ def _score_group(model, enc, part, pad, bos, eos, trie, reduction, append_eos, d
     if reduction == "mean":
         total = total / scored.sum(1).clamp(min=1)
     return total.cpu()
-
-
-def _length_mask(targets, width, device):
-    lengths = torch.tensor([len(t) for t in targets], device=device)
-    return torch.arange(width, device=device)[None] < lengths[:, None]
 
 
 def _score_chunk(model, enc, part, pad, bos, eos, trie, reduction, append_eos, device):
