@@ -80,3 +80,84 @@ def check_golden_tokens(model, name: str, score_atol: float = 0.05) -> None:
     for got, want in zip(out, data["hypos"]):
         assert [h.tokens.tolist() for h in got] == [w["tokens"] for w in want], name
         assert got[0].score == pytest.approx(want[0]["score"], abs=score_atol), name
+
+
+# ---- checkpoints in the exact layout of released files ---------------------------------------------
+
+RELEASED = Path(__file__).parent / "fixtures" / "released"
+RELEASED_KINDS = ("caption_base", "refcoco_base")
+
+
+@lru_cache(maxsize=None)
+def released_layout(kind: str) -> dict:
+    """Everything a released file of ``kind`` holds except its tensors, as the original's trainer
+    wrote it (``cfg`` with ``cfg['model']`` an argparse.Namespace once rebuilt, key/shape/dtype lists,
+    optimizer history, extra state, digests)."""
+    return json.loads((RELEASED / f"ckpt_layout_{kind}.json").read_text())
+
+
+def released_fixture(kind: str, name: str):
+    """(JSON, npz) of the original's evaluation of a released-layout file of ``kind``."""
+    import numpy as np
+
+    base = RELEASED / f"{kind}__{name}"
+    return json.loads(base.with_suffix(".json").read_text()), np.load(base.with_suffix(".npz"))
+
+
+def released_state_dict(kind: str, prefix: str = ""):
+    """The state dict a released file of ``kind`` stores for the recipe weights: values rounded to
+    float16 and stored as float32 (``--fp16`` training, ``move_to_cpu`` on save), the three tied
+    embedding keys as three separate tensors, the computed index buffers as the original made them."""
+    from collections import OrderedDict
+
+    import numpy as np
+
+    from openofa.checkpoints.keys import EMBED_KEY, TIED_KEYS
+    from openofa.checkpoints.recipe import recipe_tensor
+
+    layout = released_layout(kind)
+    fp16 = bool(layout["cfg"]["common"]["fp16"])
+    with np.load(RELEASED / "ofa_buffers.npz") as z:
+        buffers = {k: z[k] for k in z.files}
+    out: OrderedDict = OrderedDict()
+    embed = None
+    for key, shape, dtype in layout["model_keys"]:
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "version":
+            t = torch.tensor([3.0])
+        elif leaf in buffers:
+            t = torch.from_numpy(buffers[leaf].astype("int64"))
+        else:
+            if key == EMBED_KEY or key in TIED_KEYS:
+                if embed is None:
+                    embed = recipe_tensor(prefix + EMBED_KEY, shape)
+                t = embed.clone()
+            else:
+                t = recipe_tensor(prefix + key, shape)
+            if fp16 and t.is_floating_point():
+                t = t.half()
+        out[key] = t.to(getattr(torch, dtype))
+        assert list(out[key].shape) == list(shape), key
+    return out
+
+
+def write_released_checkpoint(kind: str, path: Path) -> Path:
+    """Write ``path`` in the exact layout of the released file of ``kind``, with recipe weights."""
+    import argparse
+
+    layout = released_layout(kind)
+    cfg = dict(layout["cfg"])
+    cfg["model"] = argparse.Namespace(**cfg["model"])  # as the original's trainer saves it
+    extra = dict(layout["extra_state"])
+    ckpt = {
+        "args": layout["args"],
+        "cfg": cfg,
+        "model": released_state_dict(kind),
+        "criterion": layout["criterion"],
+        "optimizer_history": layout["optimizer_history"],
+        "task_state": layout["task_state"],
+        "extra_state": extra,
+        "last_optimizer_state": layout["last_optimizer_state"],
+    }
+    torch.save(ckpt, path)
+    return path

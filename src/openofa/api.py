@@ -21,8 +21,7 @@ from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_
 from openofa.precision import resolve_dtype
 from openofa.tasks import TASKS, Example, Task
 from openofa.text.tokenizer import OFATokenizer
-from openofa.vision.io import load_image
-from openofa.vision.transforms import collate_images, patch_resize_transform, refcoco_transform
+from openofa.vision.transforms import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD, ImagePreprocess, collate_images
 
 class OFA:
     """A loaded model ready for every task."""
@@ -50,11 +49,15 @@ class OFA:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path | None = None, *, ema: bool = False, device: str | None = None,
+    def load(cls, path: str | Path | None = None, *, ema: bool | None = None, device: str | None = None,
              dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
              image_size: int | None = None, fold_batchnorm: bool = True, prepack: bool = True) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package.
+
+        ``ema``: None (default) uses the EMA weights of an official file that carries them, as the
+        original's evaluation of those files does (``--ema-eval``: the VQA files); True requires
+        them, False takes the plain weights.
 
         ``dtype`` sets the image trunk and encoder precision (``auto``: bf16 or fp16 where this
         machine computes them faster, else float32; see ``openofa.precision``); the decoder stays
@@ -91,6 +94,14 @@ class OFA:
         return self.model.device
 
     # ---- helpers used by the tasks -------------------------------------------------------------
+    def task(self, name: str | Task) -> Task:
+        """The task object for a name (``caption``, ``ground`` ...) or the task itself."""
+        if isinstance(name, Task):
+            return name
+        if name not in TASKS:
+            raise OFAError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
+        return TASKS[name]()
+
     def task_image_size(self, task: Task) -> int:
         if self.image_size is not None:
             return int(self.image_size)
@@ -104,18 +115,24 @@ class OFA:
         name = str(self.task_settings.get("_name", "refcoco"))
         return "max_image_size" in self.task_settings and name.startswith("refcoco")
 
-    def image_tensor(self, image, task: Task, return_size: bool = False):
+    def preprocess(self, task: str | Task) -> ImagePreprocess:
+        """How ``task``'s images are prepared for this model: the side from the model's settings (or
+        ``image_size``), mean/std by ``imagenet_default_mean_and_std`` (0.5/0.5 unless the checkpoint
+        says ImageNet), grounding's RandomResize with ``max_image_size``, the others a square resize."""
+        task = self.task(task)
         size = self.task_image_size(task)
         if size > self.model.max_image_size:  # checked before resizing: a huge size would exhaust memory
             raise OFAError(f"image size {size} is larger than the model's image positions cover "
                            f"({self.model.max_image_size} pixels a side)")
-        img = load_image(image)
+        imagenet = bool(self.task_settings.get("imagenet_default_mean_and_std", False))
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (OFA_MEAN, OFA_STD)
         if task.name == "ground":
-            out = refcoco_transform(img, size=size, max_size=size)
-            tensor = out.patch_image
-        else:
-            tensor = patch_resize_transform(img, size)
-        return (tensor, img.size[0], img.size[1]) if return_size else tensor
+            return ImagePreprocess(size, mean, std, mode="refcoco", max_size=size)
+        return ImagePreprocess(size, mean, std)
+
+    def image_tensor(self, image, task: str | Task, return_size: bool = False):
+        tensor, w, h = self.preprocess(task)(image)
+        return (tensor, w, h) if return_size else tensor
 
     def decode_text(self, tokens: torch.Tensor | Sequence[int]) -> str:
         ids = [int(t) for t in tokens]
@@ -180,10 +197,7 @@ class OFA:
     def run(self, task: str | Task, inputs: Sequence[dict[str, Any]], *, batch_size: int | None = None,
             progress: bool = False, **options: Any) -> list[dict[str, Any]]:
         """Run ``task`` on many inputs (each a dict of the task's ``prepare`` arguments), in batches."""
-        if isinstance(task, str):
-            if task not in TASKS:
-                raise OFAError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-            task = TASKS[task]()
+        task = self.task(task)
         bs = self.batch_size if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise OFAError(f"batch size must be a positive integer, got {bs!r}")

@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", "-m", help="official .pt, Hugging Face folder, or our folder "
                         "(default: the project's own small model)")
-    common.add_argument("--ema", action="store_true", help="use the EMA weights of an official checkpoint")
+    common.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                        help="EMA weights of an official checkpoint: by default used when the file carries them, "
+                             "as the original's evaluation does (the VQA files); --no-ema for the plain weights")
     common.add_argument("--device", default="cpu")
     common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
                         help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype); "
@@ -117,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--to", default="ours", choices=["ours", "official", "hf"])
-    p.add_argument("--ema", action="store_true")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the EMA weights (default: when the file carries them); --no-ema for the plain ones")
     return parser
 
 

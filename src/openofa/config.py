@@ -55,6 +55,11 @@ class OFAConfig:
     # add the position embeddings to the encoder's token and patch embeddings too, not only to the
     # attention bias (the original's --entangle-position-embedding; off in every official model)
     entangle_position_embedding: bool = False
+    # the original's --disable-entangle: the decoder's input is its token embedding alone, without the
+    # absolute position embedding (the positions still enter through the attention biases). Every
+    # official training script passes it, so every released checkpoint says True; the architecture's
+    # default (False) adds them, as the project's own small model was trained
+    disable_entangle: bool = False
     # how training from scratch initialises the rows of <bin_k>: "normal" like every other token,
     # or "fourier" (cos/sin of k at geometric periods, so neighbouring bins start out similar and a
     # box edge is a smooth read-out; the project's small model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -35,9 +36,29 @@ def test_round_trip_every_direction(micro, tmp_path, src_fmt, dst_fmt):
     back = convert(dst, _dst(tmp_path, "back", src_fmt), fmt=src_fmt)
     for path in (dst, back):
         loaded_config, loaded, meta = load_checkpoint(path)
-        assert loaded_config == config
+        # the file's task settings travel in config.extra["task"] (an official file always has some)
+        settings = {**loaded_config.extra.get("task", {}), **(meta.get("task") or {})}
+        assert dataclasses.replace(loaded_config, extra={}) == config
+        if "official" in (src_fmt, dst_fmt):
+            assert settings["patch_image_size"] == config.patch_image_size
+            assert settings["imagenet_default_mean_and_std"] is False
+        else:
+            assert settings == {}
         _same(loaded, sd)
         assert meta["notes"] == []
+
+
+def test_task_settings_survive_every_format(micro, tmp_path):
+    """A file's preprocessing and prompt settings are written by convert into every format."""
+    config, sd = micro
+    settings = {"_name": "image_classify", "imagenet_default_mean_and_std": True, "patch_image_size": 384,
+                "prompt_type": "none"}
+    src = save_official(tmp_path / "src.pt", config, sd, task=settings)
+    for fmt in FORMATS:
+        dst = convert(src, _dst(tmp_path, f"dst_{fmt}", fmt), fmt=fmt)
+        got = load_checkpoint(dst)
+        kept = {**got[0].extra.get("task", {}), **(got[2].get("task") or {})}
+        assert {k: kept[k] for k in settings} == settings, fmt
 
 
 def test_convert_ema(micro, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import pytest
@@ -72,8 +74,10 @@ def test_save_and_load(micro, tmp_path, weights):
 
 
 def test_a_port_style_folder_without_our_extra_fields(tiny, tmp_path):
-    """What the port itself writes: its own config fields only, every tensor under its names."""
+    """What the port itself writes: its own config fields only, every tensor under its names; its
+    decoder adds no input positions, so the model read has disable_entangle."""
     config, sd = tiny
+    config = dataclasses.replace(config, disable_entangle=True)
     folder = tmp_path / "OFA-tiny"
     folder.mkdir()
     hf_config = {k: v for k, v in config_to_hf(config).items()
@@ -81,9 +85,22 @@ def test_a_port_style_folder_without_our_extra_fields(tiny, tmp_path):
     hf_config["transformers_version"] = "4.18.0.dev0"
     (folder / "config.json").write_text(json.dumps(hf_config))
     torch.save(hf_state_dict(config, sd), folder / "pytorch_model.bin")
+    hf_config.pop("disable_entangle")  # a port config of its first release has no such entry either
+    (folder / "config.json").write_text(json.dumps(hf_config))
     loaded_config, loaded, _ = load_checkpoint(folder)
     assert loaded_config == config  # scale_heads from the c_attn keys, the rest from the defaults
     _same(loaded, sd)
+
+
+def test_models_the_port_cannot_hold_are_refused(tiny):
+    """The port never adds the decoder's input positions: an arch-default model (the original
+    without --disable-entangle) has no place in its layout."""
+    config, _ = tiny
+    assert not config.disable_entangle
+    with pytest.raises(OFAError, match="disable_entangle"):
+        config_to_hf(config)
+    with pytest.raises(OFAError, match="entangle_position_embedding"):
+        config_to_hf(dataclasses.replace(config, disable_entangle=True, entangle_position_embedding=True))
 
 
 def test_config_defaults_prefix_and_flags(micro, tmp_path):

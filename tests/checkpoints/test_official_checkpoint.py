@@ -150,7 +150,7 @@ def test_old_style_args_namespace_numpy_and_omegaconf_records(micro, tmp_path, f
 
 def _micro_fields(config):
     names = ("encoder_layers", "decoder_layers", "vocab_size", "num_bins", "code_dict_size", "image_bucket_size",
-             "token_bucket_size", "max_source_positions", "max_target_positions")
+             "token_bucket_size", "max_source_positions", "max_target_positions", "disable_entangle")
     return {n: getattr(config, n) for n in names}
 
 

@@ -14,6 +14,11 @@ from the presence of those keys. Fields of ours that the HF config lacks (``num_
 ``code_dict_size``, ``patch_image_size``, ``language``, ``unk``, ``scale_heads``) are written by
 :func:`save_hf` as extra entries (``PretrainedConfig`` keeps unknown entries as attributes) and
 read back when present.
+
+Positions: the port's decoder adds its absolute position embeddings to its input only when
+``entangle_position_embedding and not disable_entangle``, and ``entangle_position_embedding`` is
+false in every port config, so a model read from the port has ``disable_entangle=True`` (the same
+computation as the released fairseq files) and only such a model can be written in its layout.
 """
 
 from __future__ import annotations
@@ -109,6 +114,9 @@ HF_REQUIRED = {
     "use_ofasys": False,
 }
 
+# the model's task settings (image size, mean/std, prompt type ...), an extra config.json entry
+TASK_SETTINGS_ENTRY = "openofa_task_settings"
+
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -159,6 +167,9 @@ def config_from_hf(data: Mapping[str, Any], notes: list[str], source: str) -> OF
                 values[field] = type(values[field])(value)
             except (TypeError, ValueError):
                 raise OFAError(f"{source}: bad value {value!r} for {hf_name}") from None
+    # the port's decoder adds its input positions only when `entangle_position_embedding and not
+    # disable_entangle`; entangle_position_embedding must be false (above), so it never adds them
+    values["disable_entangle"] = True
     if "language" not in data and values["vocab_size"] == ZH_VOCAB_SIZE:
         values["language"] = "zh"
         notes.append(f"vocabulary of {ZH_VOCAB_SIZE} rows: assumed the Chinese (BERT) vocabulary")
@@ -178,6 +189,10 @@ def config_to_hf(config: OFAConfig) -> dict[str, Any]:
         raise OFAError("the Hugging Face port has one d_model")
     if config.max_source_positions != config.max_target_positions:
         raise OFAError("the Hugging Face port has one max_position_embeddings")
+    if not config.disable_entangle or config.entangle_position_embedding:
+        raise OFAError("the Hugging Face port adds no position embeddings to the decoder's or encoder's "
+                       "input (disable_entangle must be true, entangle_position_embedding false); "
+                       "cannot write this model in its layout")
     c = config
     out: dict[str, Any] = {
         "architectures": ["OFAModel"],
@@ -207,6 +222,7 @@ def config_to_hf(config: OFAConfig) -> dict[str, Any]:
         "encoder_layerdrop": 0.0,
         "decoder_layerdrop": 0.0,
         **{k: v for k, v in HF_REQUIRED.items() if k != "use_ofasys"},
+        "disable_entangle": True,
         "pad_token_id": c.pad,
         "bos_token_id": c.bos,
         "eos_token_id": c.eos,
@@ -218,6 +234,8 @@ def config_to_hf(config: OFAConfig) -> dict[str, Any]:
     }
     for field in OURS_EXTRA_FIELDS:
         out[field] = getattr(c, field)
+    if c.extra.get("task"):
+        out[TASK_SETTINGS_ENTRY] = c.extra["task"]
     return out
 
 
@@ -278,7 +296,10 @@ def from_hf(
     if changes:
         config = OFAConfig(**{**config.to_dict(), **changes})
     state_dict = finalize_state_dict(config, sd, source=source, notes=notes)
-    return config, state_dict, {"format": "hf", "source": source, "ema": False, "notes": notes}
+    meta = {"format": "hf", "source": source, "ema": False, "notes": notes}
+    if isinstance(hf_config.get(TASK_SETTINGS_ENTRY), dict):
+        meta["task"] = dict(hf_config[TASK_SETTINGS_ENTRY])
+    return config, state_dict, meta
 
 
 def load_hf(folder: str | Path) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:

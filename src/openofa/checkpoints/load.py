@@ -47,13 +47,14 @@ def detect_format(path: str | Path) -> str:
     return "official"
 
 
-def load_checkpoint(path: str | Path, *, ema: bool = False) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
+def load_checkpoint(path: str | Path, *, ema: bool | None = False) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
     """Read any supported checkpoint: returns (config, state dict, meta).
 
     The state dict has our model's keys (the official names without the computed buffers; the
     three tied embedding keys share one float32 tensor). ``meta`` is a plain dict with at least
     ``format``, ``source``, ``ema`` and ``notes`` (what was changed or assumed while reading).
-    ``ema=True`` takes the EMA weights of an official checkpoint.
+    ``ema=True`` takes the EMA weights of an official checkpoint; ``ema=None`` takes them when
+    the original's evaluation of that file does (a file that carries them: the VQA files).
     """
     path = Path(path)
     fmt = detect_format(path)
@@ -61,6 +62,7 @@ def load_checkpoint(path: str | Path, *, ema: bool = False) -> tuple[OFAConfig, 
         raise OFAError(f"{path}: EMA weights exist only in official checkpoints (this is the {fmt} layout)")
     if fmt == "official":
         return load_official(path, ema=ema)
+    ema = False
     if fmt == "ours":
         if path.is_dir():
             return ours.load_pretrained(path)
@@ -84,12 +86,24 @@ def save_checkpoint(dst: str | Path, config: OFAConfig, state_dict: Any, *, fmt:
     raise OFAError(f"unknown checkpoint format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def convert(src: str | Path, dst: str | Path, *, fmt: str = "ours", ema: bool = False) -> Path:
+def convert(src: str | Path, dst: str | Path, *, fmt: str = "ours", ema: bool | None = None) -> Path:
     """Read ``src`` (any layout) and write it to ``dst`` in layout ``fmt``; returns ``dst``."""
     if fmt not in FORMATS:
         raise OFAError(f"unknown checkpoint format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    config, sd, _meta = load_checkpoint(src, ema=ema)
-    return save_checkpoint(dst, config, sd, fmt=fmt)
+    config, sd, meta = load_checkpoint(src, ema=ema)
+    return save_checkpoint(dst, with_task_settings(config, meta.get("task")), sd, fmt=fmt)
+
+
+def with_task_settings(config: OFAConfig, settings: Any) -> OFAConfig:
+    """``config`` with a file's task settings (image size, mean/std, prompt type ...) kept in
+    ``config.extra["task"]``, so that they travel with the weights into every format we write."""
+    if not settings:
+        return config
+    import dataclasses
+
+    extra = dict(config.extra)
+    extra["task"] = {**dict(extra.get("task") or {}), **dict(settings)}
+    return dataclasses.replace(config, extra=extra)
 
 
 def load_model(

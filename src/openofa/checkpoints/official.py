@@ -30,26 +30,10 @@ from openofa.checkpoints.keys import (
     with_computed_buffers,
 )
 from openofa.checkpoints.safe_pickle import load_pt, to_plain
+from openofa.checkpoints.settings import check_required, task_settings
 
 # task-config fields that describe the checkpoint (the rest of cfg['task'] is data/training setup)
 _TASK_FIELDS = ("patch_image_size", "num_bins", "code_dict_size", "bpe", "bpe_dir")
-
-# architecture settings every released OFA model has; anything else cannot be represented
-_REQUIRED_SETTINGS = {
-    "encoder_normalize_before": True,
-    "decoder_normalize_before": True,
-    "no_scale_embedding": True,
-    "layernorm_embedding": True,
-    "patch_layernorm_embedding": True,
-    "code_layernorm_embedding": True,
-    "add_type_embedding": True,
-    "share_all_embeddings": True,
-    "entangle_position_embedding": False,
-    "activation_fn": "gelu",
-    "encoder_prompt": False,
-    "decoder_prompt": False,
-    "adapter": False,
-}
 
 _OLD_LAYER_NORMS = {
     "encoder": {"0": "self_attn_layer_norm", "1": "final_layer_norm"},
@@ -116,16 +100,6 @@ def _hyperparameters(ckpt: Mapping) -> tuple[dict, dict, str]:
     return {}, {}, "none"
 
 
-def _check_settings(model_cfg: Mapping, source: str) -> None:
-    bad = []
-    for name, want in _REQUIRED_SETTINGS.items():
-        have = model_cfg.get(name)
-        if have is not None and have != want and not (want is False and have in (0, "", "none")):
-            bad.append(f"{name}={have!r}")
-    if bad:
-        raise OFAError(f"{source}: unsupported architecture setting(s) {', '.join(bad)}; only the released OFA variant is implemented")
-
-
 def config_from_hyperparameters(
     model_cfg: Mapping, task_cfg: Mapping, inferred: Mapping, notes: list[str], source: str
 ) -> OFAConfig:
@@ -134,7 +108,7 @@ def config_from_hyperparameters(
     Vocabulary size and the normformer flags always come from the tensors. With no stored
     hyperparameters at all (a bare state dict) every shape-determined field comes from the tensors.
     """
-    _check_settings(model_cfg, source)
+    check_required(model_cfg, source)
     mapping = dict(model_cfg)
     for name in _TASK_FIELDS:
         if task_cfg.get(name) is not None:
@@ -164,18 +138,30 @@ def config_from_hyperparameters(
         raise OFAError(f"{source}: bad hyperparameter value ({e})") from None
 
 
+def evaluated_with_ema(ckpt: Mapping) -> bool:
+    """Whether the original evaluates this file with its EMA copy: it carries ``extra_state['ema']``
+    (written only by ``--store-ema``, which only the VQA scripts pass, whose evaluation scripts
+    pass ``--ema-eval``)."""
+    extra = ckpt.get("extra_state") if isinstance(ckpt, Mapping) else None
+    return isinstance(extra, Mapping) and bool(extra.get("ema"))
+
+
 def from_official(
-    ckpt: Any, *, ema: bool = False, source: str = "checkpoint"
+    ckpt: Any, *, ema: bool | None = False, source: str = "checkpoint"
 ) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
     """(config, state dict, meta) from a loaded official checkpoint (or a bare state dict).
 
     ``ema=True`` takes the EMA copy ``extra_state['ema']``, as the original's ``--ema-eval``
-    does. The state dict has our model's keys (official names, computed buffers dropped, the
+    does; ``ema=None`` takes it when the file carries one (:func:`evaluated_with_ema`). The state dict has our model's keys (official names, computed buffers dropped, the
     three tied embedding keys sharing one float32 tensor).
     """
     if not isinstance(ckpt, Mapping):
         raise OFAError(f"{source}: expected a checkpoint dict, found {type(ckpt).__name__}")
     notes: list[str] = []
+    if ema is None:
+        ema = evaluated_with_ema(ckpt)
+        if ema:
+            notes.append("used the EMA weights the original's evaluation uses (--ema-eval); ema=False for the plain ones")
     meta: dict[str, Any] = {"format": "official", "source": source, "ema": ema, "notes": notes}
     if "model" in ckpt:
         weights = ckpt["model"]
@@ -208,11 +194,11 @@ def from_official(
     state_dict = finalize_state_dict(config, sd, source=source, notes=notes)
     meta["arch"] = model_cfg.get("_name") or model_cfg.get("arch")
     meta["hyperparameters_from"] = origin
-    meta["task"] = {k: v for k, v in task_cfg.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    meta["task"] = task_settings(task_cfg, model_cfg, source)
     return config, state_dict, meta
 
 
-def load_official(path: str | Path, *, ema: bool = False) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
+def load_official(path: str | Path, *, ema: bool | None = False) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
     """Read an official ``.pt`` file through the safe unpickler (see :func:`from_official`)."""
     ckpt = load_pt(path)
     return from_official(ckpt, ema=ema, source=str(path))
@@ -270,8 +256,8 @@ def model_hyperparameters(config: OFAConfig) -> dict[str, Any]:
         "patch_layernorm_embedding": True,
         "code_layernorm_embedding": True,
         "add_type_embedding": True,
-        "entangle_position_embedding": False,
-        "disable_entangle": False,
+        "entangle_position_embedding": c.entangle_position_embedding,
+        "disable_entangle": c.disable_entangle,
         "adaptive_softmax_cutoff": None,
         "adaptive_input": False,
         "resnet_type": c.resnet_type,
@@ -310,6 +296,13 @@ def task_hyperparameters(config: OFAConfig) -> dict[str, Any]:
     }
 
 
+def _scalars(settings: Any) -> dict[str, Any]:
+    """The plain-valued entries of a model's task settings (what ``cfg['task']`` can hold)."""
+    if not isinstance(settings, Mapping):
+        return {}
+    return {k: v for k, v in settings.items() if isinstance(v, (str, int, float, bool))}
+
+
 def build_official(
     config: OFAConfig,
     state_dict: Mapping[str, torch.Tensor],
@@ -325,7 +318,7 @@ def build_official(
         "common": {"_name": None, "fp16": False, "seed": 1, "log_format": "simple"},
         "checkpoint": {"_name": None, "no_save_optimizer_state": True},
         "model": model_hyperparameters(config),
-        "task": {**task_hyperparameters(config), **dict(task or {})},
+        "task": {**task_hyperparameters(config), **_scalars(config.extra.get("task")), **dict(task or {})},
         "criterion": {"_name": "adjust_label_smoothed_cross_entropy", "label_smoothing": 0.1},
         "optimizer": {"_name": "adam", "adam_betas": "(0.9,0.999)", "adam_eps": 1e-08},
         "lr_scheduler": {"_name": "polynomial_decay"},

@@ -1,6 +1,7 @@
 """The OFA decoder, teacher-forced or one step at a time with a KV cache.
 
-Decoder inputs get ``embed_tokens + embed_positions`` then ``layernorm_embedding``. Each layer's
+Decoder inputs get ``embed_tokens + embed_positions`` then ``layernorm_embedding``; with
+``disable_entangle`` (every released checkpoint) the position embedding is not added. Each layer's
 self-attention bias is ``self_pos_q(pos_ln(P)) @ self_pos_k(pos_ln(P))^T`` plus the per-layer
 relative text bias; the cross-attention bias is ``cross_pos_q(pos_ln(P)) @ cross_pos_k(E)^T`` with
 E the encoder's normalised position embeddings. Output logits use the shared token embedding.
@@ -209,11 +210,15 @@ class Decoder(nn.Module):
 
     def _embed(self, tokens: torch.Tensor, positions: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed_tokens(tokens)
+        entangle = not self.cfg.disable_entangle  # the original's `x += tgt_pos_embed` unless --disable-entangle
         if code is None:
-            return self.dropout(self.layernorm_embedding(x + self.embed_positions.weight[positions]))
+            if entangle:
+                x = x + self.embed_positions.weight[positions]
+            return self.dropout(self.layernorm_embedding(x))
         rows = code[:, None, None]
-        x = x + torch.where(rows, self.embed_image_positions.weight[self._code_ids(positions)],
-                            self.embed_positions.weight[positions])
+        if entangle:
+            x = x + torch.where(rows, self.embed_image_positions.weight[self._code_ids(positions)],
+                                self.embed_positions.weight[positions])
         if bool(code.all()):
             return self.dropout(self.code_layernorm_embedding(x))
         return self.dropout(torch.where(rows, self.code_layernorm_embedding(x), self.layernorm_embedding(x)))

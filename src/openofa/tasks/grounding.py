@@ -3,8 +3,12 @@
 The image is resized to 512x512 (aspect ratio not kept, as in the original), the phrase goes into
 the prompt ' which region does the text " {} " describe?', and the model emits four location
 tokens ``<bin_x1> <bin_y1> <bin_x2> <bin_y2>`` (beam 5, exactly 4 tokens, no repeated trigram).
-Unlike the original we restrict decoding to location tokens (the original does not and can
-return text or a negative box), and return the box in original-image pixels, clamped to the image.
+Unlike the original we restrict decoding to location tokens by default (the original's evaluation
+does not, and can return text or a negative box), and return the box in original-image pixels,
+clamped to the image, or no box when a token is not a location. The original's path stays
+available: ``restrict_to_bins=False`` decodes unconstrained as its evaluation script does, and
+``faithful=True`` converts the first four tokens to pixels as the original does, whatever they are
+(``(token - bin_0) / (num_bins - 1) * max_image_size / resize ratio``, no clamping).
 
 A model whose task settings say ``ground_prompt_type: prev_output`` (the project's small model;
 not an official checkpoint) was trained with the prompt as a decoder prefix too, as VQA is: the
@@ -59,22 +63,27 @@ class Grounding(Task):
                 hypos[i] = h
         return hypos
 
-    def predict(self, ofa, examples, restrict_to_bins: bool = True, **options):
+    def predict(self, ofa, examples, restrict_to_bins: bool = True, faithful: bool = False, **options):
         cfg = ofa.model.config
         rng = (cfg.bin_0, cfg.vocab_size) if restrict_to_bins else None
         hypos = self._generate(ofa, examples, rng, options)
+        max_size = float(ofa.task_settings.get("max_image_size", self.max_image_size)) \
+            if ofa.grounding_settings() else self.max_image_size
         out = []
         for ex, h in zip(examples, hypos):
             ids = h.tokens[:-1] if len(h.tokens) and int(h.tokens[-1]) == cfg.eos else h.tokens
-            ids = ids[len(ex.prefix):]
-            bins = [int(t) - cfg.bin_0 for t in ids[:4]]
-            if len(bins) < 4 or any(b < 0 or b >= cfg.num_bins for b in bins):
-                out.append({"box": None, "score": h.score, "tokens": [int(t) for t in ids]})
-                continue
-            max_size = float(ofa.task_settings.get("max_image_size", self.max_image_size)) \
-                if ofa.grounding_settings() else self.max_image_size
-            v = [b / (cfg.num_bins - 1) * max_size for b in bins]
+            ids = [int(t) for t in ids[len(ex.prefix):]]
+            bins = [t - cfg.bin_0 for t in ids[:4]]
             info = ex.info
+            if faithful and len(bins) == 4:  # the original's conversion, for any token
+                v = [b / (cfg.num_bins - 1) * max_size for b in bins]
+                box = [v[0] / info["w_ratio"], v[1] / info["h_ratio"], v[2] / info["w_ratio"], v[3] / info["h_ratio"]]
+                out.append({"box": box, "score": h.score, "tokens": ids})
+                continue
+            if len(bins) < 4 or any(b < 0 or b >= cfg.num_bins for b in bins):
+                out.append({"box": None, "score": h.score, "tokens": ids})
+                continue
+            v = [b / (cfg.num_bins - 1) * max_size for b in bins]
             box = [v[0] / info["w_ratio"], v[1] / info["h_ratio"], v[2] / info["w_ratio"], v[3] / info["h_ratio"]]
             box = [min(max(box[0], 0.0), info["w"]), min(max(box[1], 0.0), info["h"]),
                    min(max(box[2], 0.0), info["w"]), min(max(box[3], 0.0), info["h"])]

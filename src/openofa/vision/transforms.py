@@ -13,13 +13,17 @@
   predicted boxes can be mapped back.
 * :func:`collate_images` stacks a batch into ``patch_images`` / ``patch_masks``.
 
-All official fine-tuning configs use mean = std = 0.5 (``imagenet_default_mean_and_std`` is
-off); the ImageNet statistics are available for completeness.
+* :class:`ImagePreprocess` — one model's image settings (side, mean/std, resize mode), read from
+  the checkpoint's task settings and applied by every task, the CLI, ``ofa eval`` and validation.
+
+The official fine-tuning configs use mean = std = 0.5; the ImageNet-1K checkpoint was trained and
+is evaluated with ``imagenet_default_mean_and_std`` (the ImageNet statistics).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -42,6 +46,7 @@ __all__ = [
     "refcoco_transform",
     "RefcocoImage",
     "collate_images",
+    "ImagePreprocess",
 ]
 
 OFA_MEAN = (0.5, 0.5, 0.5)
@@ -229,3 +234,34 @@ def collate_images(
     patch_images = torch.stack([zeros if im is None else im.to(torch.float32) for im in images], dim=0)
     patch_masks = torch.tensor([im is not None for im in images], dtype=torch.bool)
     return patch_images, patch_masks
+
+
+RESIZE_MODES = ("square", "refcoco")
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How a model's images are prepared, stored with its weights (the checkpoint's task settings):
+    ``mode`` "square" is :func:`patch_resize_transform` to ``size`` x ``size`` (captioning, VQA,
+    entailment, classification); "refcoco" is :func:`refcoco_transform` with ``size`` and
+    ``max_size`` (grounding). Calling it gives ``(tensor, width, height)`` of the original image."""
+
+    size: int
+    mean: tuple[float, float, float] = OFA_MEAN
+    std: tuple[float, float, float] = OFA_STD
+    mode: str = "square"
+    max_size: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _check_size(self.size)
+        if self.mode not in RESIZE_MODES:
+            raise OFAError(f"unknown resize mode {self.mode!r}; expected one of {', '.join(RESIZE_MODES)}")
+
+    def __call__(self, image: ImageSource) -> tuple[torch.Tensor, int, int]:
+        img = load_image(image)
+        if self.mode == "refcoco":
+            max_size = self.size if self.max_size is None else self.max_size
+            tensor = refcoco_transform(img, size=self.size, max_size=max_size, mean=self.mean, std=self.std).patch_image
+        else:
+            tensor = to_tensor_normalized(resize_bicubic(img, self.size, self.size), self.mean, self.std)
+        return tensor, img.size[0], img.size[1]

@@ -1,0 +1,161 @@
+"""Every field of a released checkpoint's ``cfg`` that changes what the model computes, and what
+openofa does with it: the one table the readers, the task settings and ``docs/checkpoints.md`` use.
+
+* :data:`MODEL_FIELDS` build the :class:`~openofa.config.OFAConfig` (same names as its fields).
+* :data:`REQUIRED_SETTINGS` are architecture switches openofa implements at one value only: a file
+  with another value is refused with a one-line error naming the field.
+* :data:`TASK_FIELDS` travel with the model as its *task settings* (``meta["task"]``, kept by
+  ``ofa convert`` and training's export in ``config.extra["task"]``) and are read by the tasks and
+  the image preprocessing (:meth:`openofa.api.OFA.preprocess`).
+
+Every other field of a released file (optimizer, logging, distributed training, data paths ...)
+changes nothing at inference; ``docs/checkpoints.md`` lists them by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from openofa.errors import OFAError
+
+MODEL_FIELDS: dict[str, str] = {
+    "encoder_layers / decoder_layers, *_embed_dim, *_ffn_embed_dim, *_attention_heads":
+        "the transformer's sizes (checked against the tensors' shapes)",
+    "resnet_type": "the image trunk (resnet50/101/152)",
+    "max_source_positions / max_target_positions": "position tables (shapes)",
+    "token_bucket_size / image_bucket_size": "relative position buckets (shapes, biases)",
+    "attn_scale_factor": "scale of the absolute position biases",
+    "code_image_size": "the image-code grid of the decoder (text-to-image, infilling)",
+    "disable_entangle": "True (every released file): the decoder's input is the token embedding alone",
+    "entangle_position_embedding": "True: position embeddings added to the encoder's token and patch "
+                                   "embeddings (no released file)",
+    "scale_attn / scale_fc / scale_heads / scale_resids": "NormFormer extras; read from the tensors, a "
+                                                          "disagreeing flag is noted",
+    "num_bins / code_dict_size / bpe / bpe_dir": "the vocabulary (location bins, image codes, English "
+                                                 "BPE or Chinese BERT wordpieces)",
+    "patch_image_size": "the image side the model was trained at (also a task setting)",
+    "dropout, attention_dropout, activation_dropout, *_drop_path_rate": "training only (zero at "
+                                                                          "inference); kept for finetuning",
+}
+
+# switches with one implemented value; (value, what the other value would mean)
+REQUIRED_SETTINGS: dict[str, Any] = {
+    "encoder_normalize_before": True,
+    "decoder_normalize_before": True,
+    "no_scale_embedding": True,
+    "layernorm_embedding": True,
+    "patch_layernorm_embedding": True,
+    "code_layernorm_embedding": True,
+    "add_type_embedding": True,
+    "share_all_embeddings": True,
+    "share_decoder_input_output_embed": True,
+    "activation_fn": "gelu",
+    "encoder_learned_pos": True,
+    "decoder_learned_pos": True,
+    "no_token_positional_embeddings": False,
+    "cross_self_attention": False,
+    "no_cross_attention": False,
+    "adaptive_input": False,
+    "adaptive_softmax_cutoff": None,
+    "tie_adaptive_weights": False,
+    "encoder_layers_to_keep": None,
+    "decoder_layers_to_keep": None,
+    "quant_noise_pq": 0,
+    "encoder_prompt": False,
+    "decoder_prompt": False,
+    "adapter": False,
+    "interpolate_position": False,
+}
+
+TASK_FIELDS: dict[str, str] = {
+    "_name": "the task the file was finetuned for; task-specific settings below apply to that task only",
+    "patch_image_size": "image side of every task run with this file (grounding: of refcoco files only)",
+    "max_image_size": "grounding: RandomResize's largest side and the scale of bins to pixels",
+    "orig_patch_image_size": "with interpolate_position, the side the image positions were trained at "
+                             "(interpolation is refused: no released file uses it)",
+    "imagenet_default_mean_and_std": "image normalisation: ImageNet mean/std when true, 0.5/0.5 otherwise",
+    "prompt_type": "VQA and entailment decoder prefix: prev_output (source without eos), none, or src",
+    "add_object": "VQA: detected object labels appended to the question when the input gives them",
+    "add_caption": "entailment: the premise caption enters the prompt when the input gives one",
+    "constraint_range": "generation limited to ids start..end-1 (ids 0-3 stay open, as in the original)",
+    "max_src_length": "input text truncation (words) for the file's own task",
+    "max_tgt_length": "training: target truncation",
+    "num_bins": "location tokens (also in the model config)",
+    "code_dict_size": "image-code tokens (also in the model config)",
+    "bpe / bpe_dir": "English BPE or Chinese BERT vocabulary (also in the model config)",
+    "max_image_size / patch_image_size of a zero-shot run": "see zero_shot_settings()",
+}
+
+# the task fields kept with a model (everything else in cfg['task'] is data and training setup)
+KEPT_TASK_FIELDS = ("_name", "patch_image_size", "max_image_size", "orig_patch_image_size",
+                    "imagenet_default_mean_and_std", "prompt_type", "add_object", "add_caption",
+                    "constraint_range", "max_src_length", "max_tgt_length", "num_bins", "code_dict_size",
+                    "bpe")
+
+PROMPT_TYPES = ("prev_output", "none", "src")
+
+# the original's task names -> ours (a file's settings apply to its own task only)
+ORIGINAL_TASKS = {"caption": "caption", "vqa_gen": "vqa", "refcoco": "ground", "refcocog": "ground",
+                  "refcocoplus": "ground", "snli_ve": "entail", "image_classify": "classify",
+                  "gigaword": "summarize", "cola": "classify-text", "mnli": "classify-text",
+                  "mrpc": "classify-text", "qnli": "classify-text", "qqp": "classify-text",
+                  "rte": "classify-text", "sst2": "classify-text", "ocr": "ocr"}
+
+
+def check_required(model_cfg: Mapping[str, Any], source: str) -> None:
+    """One-line error naming every switch of ``model_cfg`` set to a value openofa does not implement."""
+    bad = []
+    for name, want in REQUIRED_SETTINGS.items():
+        if name not in model_cfg:
+            continue
+        have = model_cfg[name]
+        if have == want or (want is False and have in (0, "", "none", None)) or (want is None and have in ("", "none")) \
+                or (want == 0 and have in (0, 0.0, None)):
+            continue
+        bad.append(f"{name}={have!r}")
+    if bad:
+        raise OFAError(f"{source}: unsupported setting(s) {', '.join(bad)}; openofa implements the released "
+                       "OFA variant only (see docs/checkpoints.md)")
+
+
+def task_settings(task_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The task settings a model keeps from its file: :data:`KEPT_TASK_FIELDS` of ``cfg['task']``
+    (``cfg['model']`` for the few the original stores there), each checked for a value openofa can
+    honour."""
+    out: dict[str, Any] = {}
+    for name in KEPT_TASK_FIELDS:
+        value = task_cfg.get(name, model_cfg.get(name) if name != "_name" else None)
+        if value is not None and isinstance(value, (str, int, float, bool)):
+            out[name] = value
+    prompt = out.get("prompt_type")
+    if prompt is not None and prompt not in PROMPT_TYPES:
+        raise OFAError(f"{source}: prompt_type={prompt!r} is not supported (expected {', '.join(PROMPT_TYPES)})")
+    if out.get("constraint_range"):
+        from openofa.generation.constraints import TokenRange
+
+        try:
+            TokenRange.parse(out["constraint_range"])
+        except OFAError as e:
+            raise OFAError(f"{source}: {e}") from None
+    for name in ("patch_image_size", "max_image_size", "max_src_length", "max_tgt_length"):
+        if name in out and (isinstance(out[name], bool) or not isinstance(out[name], int) or out[name] <= 0):
+            raise OFAError(f"{source}: {name}={out[name]!r} must be a positive integer")
+    return out
+
+
+def own_task(settings: Mapping[str, Any]) -> str | None:
+    """Our name of the task a file's settings were made for (None: pretraining or unknown)."""
+    return ORIGINAL_TASKS.get(str(settings.get("_name", "")))
+
+
+# the original's zero-shot evaluation scripts, per task (run on the pretrained files)
+ZERO_SHOT: dict[str, dict[str, Any]] = {
+    # run_scripts/vqa/evaluate_vqa_zeroshot.sh: --patch-image-size=480 --prompt-type=none --beam=20
+    # --unnormalized --temperature=1.0 (zero_shot_step: no answer trie)
+    "vqa": {"patch_image_size": 480, "prompt_type": "none",
+            "generation": {"beam_size": 20, "normalize_scores": False, "temperature": 1.0}},
+    # run_scripts/refcoco/evaluate_refcoco_zeroshot.sh: --patch-image-size=480, beam 5, 4 tokens
+    "ground": {"patch_image_size": 480, "max_image_size": 480},
+    # run_scripts/snli_ve/evaluate_snli_ve_zeroshot.sh: --patch-image-size=384 --prompt-type=prev_output
+    "entail": {"patch_image_size": 384, "prompt_type": "prev_output", "max_src_length": 80},
+}
