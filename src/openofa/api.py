@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from openofa.checkpoints.settings import ZERO_SHOT, own_task
 from openofa.device import resolve_device
 from openofa.errors import OFAError
 from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_candidates
@@ -27,7 +28,7 @@ class OFA:
     """A loaded model ready for every task."""
 
     def __init__(self, model, *, image_size: int | None = None, task_settings: dict | None = None,
-                 batch_size: int = 8, prepare_workers: int | None = None) -> None:
+                 batch_size: int = 8, prepare_workers: int | None = None, zero_shot: bool = False) -> None:
         self.model = model.eval()
         self._tokenizer: OFATokenizer | None = None
         #: image side for all tasks; None = the checkpoint's / each task's own default
@@ -38,6 +39,8 @@ class OFA:
         self.batch_size = batch_size
         #: threads that read and resize a batch's inputs; None = one per CPU core, at most 8
         self.prepare_workers = prepare_workers
+        #: the original's zero-shot evaluation settings per task (for the pretrained files)
+        self.zero_shot = bool(zero_shot)
 
     @property
     def tokenizer(self) -> OFATokenizer:
@@ -51,7 +54,8 @@ class OFA:
     @classmethod
     def load(cls, path: str | Path | None = None, *, ema: bool | None = None, device: str | None = None,
              dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
-             image_size: int | None = None, fold_batchnorm: bool = True, prepack: bool = True) -> "OFA":
+             image_size: int | None = None, fold_batchnorm: bool = True, prepack: bool = True,
+             zero_shot: bool = False) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package.
 
@@ -66,7 +70,10 @@ class OFA:
         a faster trunk; ``model.state_dict()`` then lacks the BatchNorm keys): pass False to keep
         the model exactly in the checkpoint's layout. ``prepack`` (CPU) keeps a oneDNN-packed copy
         of the decoder's large weights (:meth:`OFAModel.prepack`): faster decoding for one more copy
-        of those weights in memory (61 MB for tiny, 300 MB for base in float32); pass False to save it."""
+        of those weights in memory (61 MB for tiny, 300 MB for base in float32); pass False to save it.
+        ``zero_shot`` applies the original's zero-shot evaluation settings to a pretrained file (VQA:
+        480 px, no decoder prompt, open beam 20 with unnormalised scores; grounding: 480 px;
+        entailment: 384 px), instead of the pretraining settings the file carries."""
         from openofa.checkpoints import load_checkpoint
         from openofa.model import model_from_state_dict
 
@@ -87,7 +94,7 @@ class OFA:
         if prepack:
             model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
         task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}
-        return cls(model, image_size=image_size, task_settings=task)
+        return cls(model, image_size=image_size, task_settings=task, zero_shot=zero_shot)
 
     @property
     def device(self) -> torch.device:
@@ -102,16 +109,35 @@ class OFA:
             raise OFAError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
         return TASKS[name]()
 
+    # settings that belong to the task a file was finetuned for (the rest, image size and mean/std,
+    # describe the model for every task)
+    TASK_SPECIFIC = ("prompt_type", "max_src_length", "add_object", "add_caption", "constraint_range", "max_image_size")
+
+    def setting(self, task: str, key: str, default: Any = None) -> Any:
+        """The model's setting ``key`` for ``task``: with ``zero_shot`` the original's zero-shot
+        script's value for that task, else the file's value (task-specific ones only when the file
+        was finetuned for ``task``, or names no task), else ``default``."""
+        if self.zero_shot and key in ZERO_SHOT.get(task, {}):
+            return ZERO_SHOT[task][key]
+        own = own_task(self.task_settings)
+        if key in self.TASK_SPECIFIC and own is not None and own != task:
+            return default
+        value = self.task_settings.get(key)
+        return default if value is None else value
+
     def task_image_size(self, task: Task) -> int:
         if self.image_size is not None:
             return int(self.image_size)
-        size = self.task_settings.get("patch_image_size")
         if task.name == "ground" and not self.grounding_settings():
             return task.image_size  # settings of a non-grounding checkpoint do not apply to grounding
+        size = self.setting(task.name, "patch_image_size")
         return int(size) if size else task.image_size
 
     def grounding_settings(self) -> bool:
-        """Whether the loaded settings were made for grounding (a RefCOCO checkpoint or ours)."""
+        """Whether the loaded settings were made for grounding (a RefCOCO checkpoint, ours, or a
+        zero-shot run)."""
+        if self.zero_shot:
+            return True
         name = str(self.task_settings.get("_name", "refcoco"))
         return "max_image_size" in self.task_settings and name.startswith("refcoco")
 
@@ -160,6 +186,11 @@ class OFA:
         """The decoding settings :meth:`generate` uses: a task's ``defaults``, updated by the model's
         own settings for ``task`` (``task_settings["generation"][task]``), then by ``overrides``."""
         defaults = {**defaults, **dict(self.task_settings.get("generation", {}).get(task, {}))}
+        rng = self.setting(task, "constraint_range") if task else None
+        if rng:  # the file's constraint_range, as the original's build_generator passes it
+            defaults["constraint_range"] = rng
+        if self.zero_shot and task in ZERO_SHOT:
+            defaults.update(ZERO_SHOT[task].get("generation", {}))
         known = {f.name for f in dataclasses.fields(GenerationConfig)}
         bad = sorted(set(overrides) - known)
         if bad:

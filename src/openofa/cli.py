@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                         help="EMA weights of an official checkpoint: by default used when the file carries them, "
                              "as the original's evaluation does (the VQA files); --no-ema for the plain weights")
+    common.add_argument("--zero-shot", action="store_true",
+                        help="the original's zero-shot settings for a pretrained file (VQA: 480 px, no decoder "
+                             "prompt, beam 20 unnormalised; grounding 480 px; entailment 384 px)")
     common.add_argument("--device", default="cpu")
     common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
                         help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype); "
@@ -76,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draw", help="folder to write each image with its predicted box drawn")
     p.add_argument("--any-token", action="store_true",
                    help="decode over the whole vocabulary like the original (default: location tokens only)")
+    p.add_argument("--faithful", action="store_true",
+                   help="convert the four tokens to pixels as the original does, whatever they are "
+                        "(no clamping; default: a box only from location tokens, clamped to the image)")
     p = task("entail", "does the image support the hypothesis? yes / no / maybe")
     p.add_argument("--hypothesis")
     p.add_argument("--premise")
@@ -237,7 +243,7 @@ def run_task(args: argparse.Namespace) -> int:
 
     items = collect_inputs(args)
     ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
-                   decoder_dtype=args.decoder_dtype, image_size=args.image_size)
+                   decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot)
     options = _options(args)
     cmd = args.command
     if cmd == "vqa":
@@ -247,6 +253,8 @@ def run_task(args: argparse.Namespace) -> int:
         options["classes"] = _word_list(args.classes)
     if cmd == "ground" and args.any_token:
         options["restrict_to_bins"] = False
+    if cmd == "ground" and args.faithful:
+        options["faithful"] = True
     task_inputs = [{k: v for k, v in it.items() if not k.startswith("_")} for it in items]
     results = ofa.run(cmd, task_inputs, batch_size=args.batch_size,
                       progress=not args.no_progress and len(items) > 1, **options)
@@ -275,7 +283,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from openofa.evaluate import evaluate
 
     ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
-                   decoder_dtype=args.decoder_dtype, image_size=args.image_size)
+                   decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot)
     options = _options(args)
     if args.mode:
         options["mode"] = args.mode

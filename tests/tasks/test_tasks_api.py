@@ -81,7 +81,10 @@ def test_grounding_with_prompt_as_decoder_prefix(tiny_model):
              {"image": IMG["b_640x480_rgb"], "text": "the big red square on the left"},
              {"image": IMG["b_640x480_rgb"], "text": "a yellow circle"}]
     together = ofa.run("ground", items)
-    assert together == [ofa.run("ground", [it])[0] for it in items]
+    # batched and one-by-one decoding run different kernel shapes: the same boxes, scores to rounding
+    # (exactly equal on some CPUs, 1e-7 apart on others)
+    for a, b in zip(together, [ofa.run("ground", [it])[0] for it in items]):
+        assert a["box"] == pytest.approx(b["box"], rel=1e-5, abs=1e-4) and a["score"] == pytest.approx(b["score"], abs=1e-5)
     cfg = tiny_model.config
     task = Grounding()
     for r, it in zip(together, items):
@@ -91,7 +94,7 @@ def test_grounding_with_prompt_as_decoder_prefix(tiny_model):
         toks = hypo.tokens.tolist()
         assert toks[: len(ex.prefix)] == ex.prefix and len(toks) == len(ex.prefix) + 5 and toks[-1] == cfg.eos
         bins = [t - cfg.bin_0 for t in toks[len(ex.prefix):-1]]
-        assert all(0 <= b < cfg.num_bins for b in bins) and hypo.score == r["score"]
+        assert all(0 <= b < cfg.num_bins for b in bins) and hypo.score == pytest.approx(r["score"], abs=1e-5)
         w, h = ex.info["w"], ex.info["h"]
         v = [b / (cfg.num_bins - 1) * 512 for b in bins]
         want = [min(v[0] / ex.info["w_ratio"], w), min(v[1] / ex.info["h_ratio"], h),

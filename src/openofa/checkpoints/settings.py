@@ -19,8 +19,9 @@ from typing import Any, Mapping
 from openofa.errors import OFAError
 
 MODEL_FIELDS: dict[str, str] = {
-    "encoder_layers / decoder_layers, *_embed_dim, *_ffn_embed_dim, *_attention_heads":
-        "the transformer's sizes (checked against the tensors' shapes)",
+    "encoder_layers / decoder_layers / encoder_embed_dim / decoder_embed_dim / encoder_ffn_embed_dim / "
+    "decoder_ffn_embed_dim / encoder_attention_heads / decoder_attention_heads / decoder_input_dim / "
+    "decoder_output_dim": "the transformer's sizes (checked against the tensors' shapes)",
     "resnet_type": "the image trunk (resnet50/101/152)",
     "max_source_positions / max_target_positions": "position tables (shapes)",
     "token_bucket_size / image_bucket_size": "relative position buckets (shapes, biases)",
@@ -33,9 +34,11 @@ MODEL_FIELDS: dict[str, str] = {
                                                           "disagreeing flag is noted",
     "num_bins / code_dict_size / bpe / bpe_dir": "the vocabulary (location bins, image codes, English "
                                                  "BPE or Chinese BERT wordpieces)",
+    "vocab_size": "the vocabulary's size (read from the tensors)",
     "patch_image_size": "the image side the model was trained at (also a task setting)",
-    "dropout, attention_dropout, activation_dropout, *_drop_path_rate": "training only (zero at "
-                                                                          "inference); kept for finetuning",
+    "dropout / attention_dropout / activation_dropout / relu_dropout / encoder_drop_path_rate / "
+    "decoder_drop_path_rate / resnet_drop_path_rate": "training only (zero at inference); kept for finetuning",
+    "pad / eos / unk": "special token ids (checked: 1, 2, 3 in every OFA vocabulary)",
 }
 
 # switches with one implemented value; (value, what the other value would mean)

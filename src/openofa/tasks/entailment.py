@@ -2,7 +2,8 @@
 
 Prompt ' does the image describe " {hypothesis} "?' (or, with a premise caption,
 ' can image and text1 " {premise} " imply text2 " {hypothesis} "?'); the source without eos is the
-decoder prefix (``prompt_type=prev_output``), and each label is scored by teacher forcing with
+decoder prefix (``prompt_type=prev_output``, the official setting; a file's own ``prompt_type``
+wins: ``none`` forces nothing, ``src`` the whole source with its eos), and each label is scored by teacher forcing with
 the log-softmax renormalised over the label set, as the original's evaluation does.
 """
 
@@ -24,13 +25,18 @@ class Entailment(Task):
         if not isinstance(hypothesis, str) or not hypothesis.strip():
             raise OFAError("entail: the hypothesis is empty")
         tok = ofa.tokenizer
-        hyp = pre_caption(hypothesis, self.max_src_length)
+        length = int(ofa.setting(self.name, "max_src_length", self.max_src_length))
+        hyp = pre_caption(hypothesis, length)
         if premise:
-            text = SNLI_VE_CAPTION_PROMPT.format(pre_caption(premise, self.max_src_length), hyp)
+            text = SNLI_VE_CAPTION_PROMPT.format(pre_caption(premise, length), hyp)
         else:
             text = SNLI_VE_PROMPT.format(hyp)
         src = tok.encode(text, bos=True, eos=True)
-        return Example(src, ofa.image_tensor(image, self), prefix=src[1:-1])
+        prompt_type = ofa.setting(self.name, "prompt_type", "prev_output")
+        prefix = {"prev_output": src[1:-1], "none": [], "src": src[1:]}.get(prompt_type)
+        if prefix is None:
+            raise OFAError(f"entail: prompt_type {prompt_type!r} is not supported (prev_output, none or src)")
+        return Example(src, ofa.image_tensor(image, self), prefix=prefix)
 
     def predict(self, ofa, examples, labels: tuple[str, ...] = LABELS, **options):
         cands = [ofa.tokenizer.encode(" " + a) for a in labels]

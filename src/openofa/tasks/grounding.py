@@ -36,10 +36,10 @@ class Grounding(Task):
         tok = ofa.tokenizer
         tensor, w, h = ofa.image_tensor(image, self, return_size=True)
         size = tensor.shape[-1]
-        if tok.language == "zh":
-            src = tok.encode(REFCOCO_PROMPT_ZH.format(text.strip()), bos=True, eos=True)
-        else:
-            src = tok.encode(REFCOCO_PROMPT.format(pre_caption(text, self.max_src_length)), bos=True, eos=True)
+        # the expression normalised as the original's RefCOCO datasets do (Chinese ones too)
+        text = pre_caption(text, int(ofa.setting(self.name, "max_src_length", self.max_src_length)))
+        prompt = REFCOCO_PROMPT_ZH if tok.language == "zh" else REFCOCO_PROMPT
+        src = tok.encode(prompt.format(text), bos=True, eos=True)
         prompt_type = ofa.task_settings.get("ground_prompt_type", "none")
         if prompt_type not in ("prev_output", "none"):
             raise OFAError(f"ground: ground_prompt_type {prompt_type!r} is not supported (prev_output or none)")
@@ -67,7 +67,7 @@ class Grounding(Task):
         cfg = ofa.model.config
         rng = (cfg.bin_0, cfg.vocab_size) if restrict_to_bins else None
         hypos = self._generate(ofa, examples, rng, options)
-        max_size = float(ofa.task_settings.get("max_image_size", self.max_image_size)) \
+        max_size = float(ofa.setting(self.name, "max_image_size", self.max_image_size)) \
             if ofa.grounding_settings() else self.max_image_size
         out = []
         for ex, h in zip(examples, hypos):

@@ -28,13 +28,13 @@ class VQA(Task):
         if not isinstance(question, str) or not question.strip():
             raise OFAError("vqa: the question is empty")
         tok = ofa.tokenizer
-        q = pre_question(question, self.max_src_length)
+        q = pre_question(question, int(ofa.setting(self.name, "max_src_length", self.max_src_length)))
         q = q if q.endswith("?") else q + "?"
         ids = tok.encode(" " + q)
         if objects:
             ids += tok.encode(" object: " + " ".join(objects[: self.max_object_length]))
         src = [tok.bos] + ids + [tok.eos]
-        prompt_type = ofa.task_settings.get("prompt_type") or self.prompt_type
+        prompt_type = ofa.setting(self.name, "prompt_type", self.prompt_type)
         if prompt_type not in ("prev_output", "none"):
             raise OFAError(f"vqa: prompt_type {prompt_type!r} is not supported (prev_output or none)")
         prefix = src[1:-1] if prompt_type == "prev_output" else []
