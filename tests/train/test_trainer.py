@@ -157,6 +157,39 @@ def test_command_line_starts_from_exported_weights(tmp_path, capsys):
     assert "asks for" in capsys.readouterr().err
 
 
+def test_finetuning_a_released_file_trains_the_model_it_describes(tmp_path):
+    """A file written with the released flags (disable_entangle) and ImageNet normalisation: the
+    trained model has no decoder input positions, and the exported model records both."""
+    import dataclasses
+    import json
+
+    import openofa
+    from openofa.checkpoints import save_official
+    from train_support import MICRO
+
+    start = micro_model(seed=4, disable_entangle=True)
+    save_official(tmp_path / "released.pt", start.config, start.state_dict(),
+                  task={"_name": "image_classify", "imagenet_default_mean_and_std": True, "patch_image_size": 64})
+    shape = {k: MICRO[k] for k in ("encoder_layers", "decoder_layers", "encoder_embed_dim", "decoder_embed_dim")}
+    recipe = {"task": "synthetic", "model": "tiny", "init_from": str(tmp_path / "released.pt"), "max_update": 1,
+              "batch_size": 2, "data": {"num_examples": 4, "image_size": 0}, "validate_every_epochs": 0,
+              "progress": False, "tensorboard": False, "model_config": shape}
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    from openofa.train.cli import build_model_for, main
+    from openofa.train.recipe import config_from_mapping
+
+    model = build_model_for(config_from_mapping(recipe))
+    assert model.config.disable_entangle is True
+    tokens = torch.tensor([[0, 5, 6]])
+    x = model.decoder._embed(tokens, torch.arange(3))
+    torch.testing.assert_close(x, model.decoder.layernorm_embedding(model.decoder.embed_tokens(tokens)))
+    assert main([str(tmp_path / "r.json"), "--run-dir", str(tmp_path / "run")]) == 0
+    final = openofa.load(tmp_path / "run" / "final")
+    assert final.model.config.disable_entangle is True
+    assert final.preprocess("classify").mean == (0.485, 0.456, 0.406)
+    assert dataclasses.asdict(final.preprocess("classify"))["size"] == 64
+
+
 def test_fp16_overflow_skips_the_update_without_counting_it(tmp_path):
     trainer, summary, _, _ = fit(tmp_path, n=24, precision="fp16", fp16_init_scale=2.0 ** 17, update_freq=1,
                                  max_update=2, max_epoch=0)

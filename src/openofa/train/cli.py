@@ -71,11 +71,11 @@ def build_model_for(cfg) -> Any:
         overrides.setdefault("patch_image_size", int(image_size))
     torch.manual_seed(cfg.seed)  # identical initial weights in every process
     if not cfg.init_from:
-        return build_model(dataclasses.replace(size, **overrides))
+        return build_model(_with_preprocessing(dataclasses.replace(size, **overrides), cfg, {}))
     from openofa.checkpoints import load_checkpoint
 
     try:
-        config, state_dict, _meta = load_checkpoint(cfg.init_from)
+        config, state_dict, meta = load_checkpoint(cfg.init_from)
     except OFAError as e:
         raise OFAError(f"init_from: {e}") from None
     shape = ("encoder_layers", "decoder_layers", "encoder_embed_dim", "resnet_type")
@@ -85,9 +85,23 @@ def build_model_for(cfg) -> Any:
         want = ", ".join(f"{k}={v}" for k, v in expected.items())
         raise OFAError(f"init_from {cfg.init_from}: a model with {got}, but the recipe (model: {cfg.model} "
                        f"and model_config) asks for {want}")
-    config = dataclasses.replace(config, **overrides)
+    # the file's architecture flags (disable_entangle of a released file ...) stay as they are
+    config = _with_preprocessing(dataclasses.replace(config, **overrides), cfg, meta.get("task") or {})
     return model_from_state_dict(config, state_dict, source=f"init_from {cfg.init_from} (model_config "
                                                              f"{cfg.model_config})")
+
+
+def _with_preprocessing(config, cfg, file_settings: dict):
+    """``config`` recording the image preprocessing the model is trained with (the recipe's data
+    settings over those of the file it starts from), so that the exported model carries it."""
+    data = cfg.data if isinstance(cfg.data, dict) else {}
+    keep = {k: v for k, v in file_settings.items() if k in ("patch_image_size", "imagenet_default_mean_and_std")}
+    keep.update({k: data[k] for k in ("patch_image_size", "imagenet_default_mean_and_std") if data.get(k) is not None})
+    if not keep:
+        return config
+    extra = dict(config.extra)
+    extra["task"] = {**dict(extra.get("task") or {}), **keep}
+    return dataclasses.replace(config, extra=extra)
 
 
 def _tokenizer(model_config):
@@ -283,6 +297,8 @@ def task_evaluate(cfg, model_config, valid) -> Any:
 
         key = "ground_prompt_type" if canonical_task(cfg.task) == "ground" else "prompt_type"
         settings = {key: data["prompt_type"]}
+    if data.get("imagenet_default_mean_and_std") is not None:  # validate with the training normalisation
+        settings = {**(settings or {}), "imagenet_default_mean_and_std": bool(data["imagenet_default_mean_and_std"])}
 
     def evaluate(model) -> dict[str, float]:
         from openofa.api import OFA
