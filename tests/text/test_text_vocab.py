@@ -78,3 +78,31 @@ def test_unknown_subset_name():
         Dictionary.for_config(dataclasses.replace(get_config("mini"), text_vocab="nope"))
     with pytest.raises(OFAError, match="must be letters"):
         Dictionary.for_config(dataclasses.replace(get_config("mini"), text_vocab="../x"))
+
+
+def test_cached_vocabularies_are_built_once_under_concurrent_first_use():
+    """Inputs are prepared in threads: two threads missing a cache at once must not build two
+    dictionaries (a tokenizer would then hold one that is not the bundled one)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openofa.text.dictionary import built_once
+
+    calls = []
+
+    @built_once
+    def build(key):
+        calls.append(key)
+        time.sleep(0.05)  # long enough for every thread to miss the cache together
+        return object()
+
+    barrier = threading.Barrier(4)
+
+    def first_use(_):
+        barrier.wait()
+        return build("en")
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(first_use, range(4)))
+    assert calls == ["en"] and all(g is got[0] for g in got)

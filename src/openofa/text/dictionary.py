@@ -17,6 +17,8 @@ Unknown symbols look up as ``<unk>`` (3), like fairseq's ``Dictionary.index``.
 
 from __future__ import annotations
 
+import functools
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -265,7 +267,27 @@ class Dictionary:
         return self._code_0 <= int(idx) < self._code_0 + self.code_dict_size
 
 
-@lru_cache(maxsize=None)
+def built_once(fn):
+    """``lru_cache`` whose misses are built under one process-wide lock: inputs are prepared in
+    worker threads, and two threads missing the cache at once would otherwise build two objects,
+    keep one here and the other in a cache built on top of it (a tokenizer whose dictionary is not
+    the bundled one)."""
+    cached = lru_cache(maxsize=None)(fn)
+
+    @functools.wraps(fn)
+    def call(*args):
+        with _BUILD_LOCK:
+            return cached(*args)
+
+    call.cache_info = cached.cache_info
+    call.cache_clear = cached.cache_clear
+    return call
+
+
+_BUILD_LOCK = threading.RLock()
+
+
+@built_once
 def _bundled(language: str) -> Dictionary:
     return Dictionary.load(VOCAB_DIR / LANGUAGE_DIRS[language] / "dict.txt")
 
@@ -279,7 +301,7 @@ def text_vocab_path(language: str, name: str) -> Path:
     return VOCAB_DIR / LANGUAGE_DIRS[language] / f"dict.{name}.txt"
 
 
-@lru_cache(maxsize=None)
+@built_once
 def configured_dictionary(language: str, name: str | None, num_bins: int, code_dict_size: int) -> Dictionary:
     """The dictionary of ``language`` with the text symbols of subset ``name`` (None: all of
     them), ``num_bins`` bins and ``code_dict_size`` codes; cached, and the bundled one itself for

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import re
 import string
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
 from openofa.errors import OFAError
-from openofa.text.dictionary import BOS, EOS, LANGUAGE_DIRS, PAD, UNK, VOCAB_DIR, Dictionary
+from openofa.text.dictionary import BOS, EOS, LANGUAGE_DIRS, PAD, UNK, VOCAB_DIR, Dictionary, built_once
 
 __all__ = [
     "OFATokenizer",
@@ -429,13 +428,13 @@ class OFATokenizer:
 # ---------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@built_once
 def _bundled_tokenizer(language: str) -> OFATokenizer:
     return OFATokenizer.from_bpe_dir(VOCAB_DIR / LANGUAGE_DIRS[language], language,
                                      Dictionary.for_language(language))
 
 
-@lru_cache(maxsize=None)
+@built_once
 def _derived_tokenizer(language: str, dictionary: Dictionary) -> OFATokenizer:
     base = _bundled_tokenizer(language)
     return OFATokenizer(language, dictionary, base._backend, base._gpt2_tokens)
