@@ -104,7 +104,7 @@ def released_fixture(kind: str, name: str):
     return json.loads(base.with_suffix(".json").read_text()), np.load(base.with_suffix(".npz"))
 
 
-def released_state_dict(kind: str, prefix: str = ""):
+def released_state_dict(kind: str):
     """The state dict a released file of ``kind`` stores for the recipe weights: values rounded to
     float16 and stored as float32 (``--fp16`` training, ``move_to_cpu`` on save), the three tied
     embedding keys as three separate tensors, the computed index buffers as the original made them."""
@@ -130,10 +130,10 @@ def released_state_dict(kind: str, prefix: str = ""):
         else:
             if key == EMBED_KEY or key in TIED_KEYS:
                 if embed is None:
-                    embed = recipe_tensor(prefix + EMBED_KEY, shape)
+                    embed = recipe_tensor(EMBED_KEY, shape)
                 t = embed.clone()
             else:
-                t = recipe_tensor(prefix + key, shape)
+                t = recipe_tensor(key, shape)
             if fp16 and t.is_floating_point():
                 t = t.half()
         out[key] = t.to(getattr(torch, dtype))
@@ -148,7 +148,6 @@ def write_released_checkpoint(kind: str, path: Path) -> Path:
     layout = released_layout(kind)
     cfg = dict(layout["cfg"])
     cfg["model"] = argparse.Namespace(**cfg["model"])  # as the original's trainer saves it
-    extra = dict(layout["extra_state"])
     ckpt = {
         "args": layout["args"],
         "cfg": cfg,
@@ -156,7 +155,7 @@ def write_released_checkpoint(kind: str, path: Path) -> Path:
         "criterion": layout["criterion"],
         "optimizer_history": layout["optimizer_history"],
         "task_state": layout["task_state"],
-        "extra_state": extra,
+        "extra_state": layout["extra_state"],
         "last_optimizer_state": layout["last_optimizer_state"],
     }
     torch.save(ckpt, path)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from openofa.checkpoints.settings import ZERO_SHOT, own_task
+from openofa.checkpoints.settings import TASK_SPECIFIC, ZERO_SHOT, own_task
 from openofa.device import resolve_device
 from openofa.errors import OFAError
 from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_candidates
@@ -109,10 +109,6 @@ class OFA:
             raise OFAError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
         return TASKS[name]()
 
-    # settings that belong to the task a file was finetuned for (the rest, image size and mean/std,
-    # describe the model for every task)
-    TASK_SPECIFIC = ("prompt_type", "max_src_length", "add_object", "add_caption", "constraint_range", "max_image_size")
-
     def setting(self, task: str, key: str, default: Any = None) -> Any:
         """The model's setting ``key`` for ``task``: with ``zero_shot`` the original's zero-shot
         script's value for that task, else the file's value (task-specific ones only when the file
@@ -120,7 +116,7 @@ class OFA:
         if self.zero_shot and key in ZERO_SHOT.get(task, {}):
             return ZERO_SHOT[task][key]
         own = own_task(self.task_settings)
-        if key in self.TASK_SPECIFIC and own is not None and own != task:
+        if key in TASK_SPECIFIC and own is not None and own != task:
             return default
         value = self.task_settings.get(key)
         return default if value is None else value

@@ -152,7 +152,8 @@ def from_official(
     """(config, state dict, meta) from a loaded official checkpoint (or a bare state dict).
 
     ``ema=True`` takes the EMA copy ``extra_state['ema']``, as the original's ``--ema-eval``
-    does; ``ema=None`` takes it when the file carries one (:func:`evaluated_with_ema`). The state dict has our model's keys (official names, computed buffers dropped, the
+    does; ``ema=None`` takes it when the file carries one (:func:`evaluated_with_ema`). The
+    state dict has our model's keys (official names, computed buffers dropped, the
     three tied embedding keys sharing one float32 tensor).
     """
     if not isinstance(ckpt, Mapping):

@@ -86,7 +86,6 @@ TASK_FIELDS: dict[str, str] = {
     "num_bins": "location tokens (also in the model config)",
     "code_dict_size": "image-code tokens (also in the model config)",
     "bpe / bpe_dir": "English BPE or Chinese BERT vocabulary (also in the model config)",
-    "max_image_size / patch_image_size of a zero-shot run": "see zero_shot_settings()",
 }
 
 # the task fields kept with a model (everything else in cfg['task'] is data and training setup)
@@ -94,6 +93,10 @@ KEPT_TASK_FIELDS = ("_name", "patch_image_size", "max_image_size", "orig_patch_i
                     "imagenet_default_mean_and_std", "prompt_type", "add_object", "add_caption",
                     "constraint_range", "max_src_length", "max_tgt_length", "num_bins", "code_dict_size",
                     "bpe")
+
+# the kept settings that belong to the task a file was finetuned for; the others (image side,
+# mean/std) describe the model for every task
+TASK_SPECIFIC = ("prompt_type", "max_src_length", "add_object", "add_caption", "constraint_range", "max_image_size")
 
 PROMPT_TYPES = ("prev_output", "none", "src")
 
@@ -107,18 +110,18 @@ ORIGINAL_TASKS = {"caption": "caption", "vqa_gen": "vqa", "refcoco": "ground", "
 
 def check_required(model_cfg: Mapping[str, Any], source: str) -> None:
     """One-line error naming every switch of ``model_cfg`` set to a value openofa does not implement."""
-    bad = []
-    for name, want in REQUIRED_SETTINGS.items():
-        if name not in model_cfg:
-            continue
-        have = model_cfg[name]
-        if have == want or (want is False and have in (0, "", "none", None)) or (want is None and have in ("", "none")) \
-                or (want == 0 and have in (0, 0.0, None)):
-            continue
-        bad.append(f"{name}={have!r}")
+    bad = [f"{name}={model_cfg[name]!r}" for name, want in REQUIRED_SETTINGS.items()
+           if name in model_cfg and not _same_setting(model_cfg[name], want)]
     if bad:
         raise OFAError(f"{source}: unsupported setting(s) {', '.join(bad)}; openofa implements the released "
                        "OFA variant only (see docs/checkpoints.md)")
+
+
+def _same_setting(have: Any, want: Any) -> bool:
+    """``have`` means ``want``: an off switch (False, None, 0) is off however a file spells it."""
+    if want in (False, None, 0) and not isinstance(want, str):
+        return have in (False, None, 0, "", "none")
+    return have == want
 
 
 def task_settings(task_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -94,14 +94,13 @@ def build_model_for(cfg) -> Any:
 def _with_preprocessing(config, cfg, file_settings: dict):
     """``config`` recording the image preprocessing the model is trained with (the recipe's data
     settings over those of the file it starts from), so that the exported model carries it."""
+    from openofa.checkpoints.load import with_task_settings
+
     data = cfg.data if isinstance(cfg.data, dict) else {}
-    keep = {k: v for k, v in file_settings.items() if k in ("patch_image_size", "imagenet_default_mean_and_std")}
-    keep.update({k: data[k] for k in ("patch_image_size", "imagenet_default_mean_and_std") if data.get(k) is not None})
-    if not keep:
-        return config
-    extra = dict(config.extra)
-    extra["task"] = {**dict(extra.get("task") or {}), **keep}
-    return dataclasses.replace(config, extra=extra)
+    names = ("patch_image_size", "imagenet_default_mean_and_std")
+    keep = {k: v for k, v in file_settings.items() if k in names}
+    keep.update({k: data[k] for k in names if data.get(k) is not None})
+    return with_task_settings(config, keep)
 
 
 def _tokenizer(model_config):
