@@ -104,7 +104,7 @@ def test_auto_dtype_gives_the_float32_tokens(capsys, model_dir, monkeypatch, spe
 @pytest.mark.parametrize("argv, message", [
     (["caption", "/no/such.png"], "input not found: /no/such.png"),
     (["vqa", IMG_A], "give --question"),
-    (["caption", IMG_A, "--cols", "image"], "bad column spec"),
+    (["caption", IMG_A, "--cols", "image"], "bad column selection"),
     (["caption", IMG_A, "--device", "tpu"], "unknown device 'tpu'"),
     (["caption", IMG_A, "--batch-size", "-1"], "batch size must be a positive integer, got -1"),
     (["caption", IMG_A, "--no-repeat-ngram-size", "-1"], "no_repeat_ngram_size and min_len must be >= 0"),

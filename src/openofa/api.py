@@ -7,7 +7,6 @@ only builds inputs and reads outputs. Every method takes one input or a list and
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,7 @@ from openofa.device import resolve_device
 from openofa.errors import OFAError
 from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_candidates
 from openofa.precision import resolve_dtype
-from openofa.tasks import TASKS, Example, Task
+from openofa.tasks import Example, Task, get_task
 from openofa.text.tokenizer import OFATokenizer
 from openofa.vision.transforms import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD, ImagePreprocess, collate_images
 
@@ -105,9 +104,7 @@ class OFA:
         """The task object for a name (``caption``, ``ground`` ...) or the task itself."""
         if isinstance(name, Task):
             return name
-        if name not in TASKS:
-            raise OFAError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
-        return TASKS[name]()
+        return get_task(name)
 
     def setting(self, task: str, key: str, default: Any = None) -> Any:
         """The model's setting ``key`` for ``task``: with ``zero_shot`` the original's zero-shot
@@ -228,9 +225,8 @@ class OFA:
         bs = self.batch_size if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise OFAError(f"batch size must be a positive integer, got {bs!r}")
-        fields = {n: p for n, p in inspect.signature(task.prepare).parameters.items() if n != "ofa"}
         for i, item in enumerate(inputs):
-            _check_input(task.name, fields, i, item)
+            _check_input(task, i, item)
         results: list[dict[str, Any]] = []
         bar = None
         if progress:
@@ -260,56 +256,68 @@ class OFA:
                 bar.close()
         return results
 
-    def _one_or_many(self, task: str, items: list[dict[str, Any]], single: bool, key: str | None, **options):
-        out = self.run(task, items, **options)
-        if key is not None:
-            out = [r[key] for r in out]
-        return out[0] if single else out
+    def _call(self, task: str, key: str, fields: dict[str, Any], **options):
+        """Run ``task`` on inputs given field by field: each field one value or a list (every list
+        of one length, single values repeated); one result (its ``key``) when no field is a
+        list, else a list of them."""
+        spec = self.task(task)
+        lists = {}
+        for name, value in fields.items():
+            kind = spec.field(name).type
+            if kind == "text" and value is not None and not isinstance(value, (str, list, tuple)):
+                raise OFAError(f"{spec.name}: {name} must be a string or a list of strings, "
+                               f"got {type(value).__name__}")
+            many = isinstance(value, (list, tuple)) and not (kind == "texts" and all(isinstance(v, str) for v in value))
+            if many:
+                lists[name] = list(value)
+        lengths = {len(v) for v in lists.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{len(v)} {name}{'s' if not name.endswith('s') else ''}" for name, v in lists.items())
+            raise OFAError(f"{spec.name}: lists of different lengths ({sizes}); give lists of one length, "
+                           f"or one value to use for every input")
+        n = lengths.pop() if lengths else None
+        items = [{k: (lists[k][i] if k in lists else v) for k, v in fields.items()} for i in range(n or 1)]
+        out = [r[key] for r in self.run(spec, items, **options)]
+        return out if n is not None else out[0]
 
-    # ---- one method per task -----------------------------------------------------------------------
+    # ---- one method per task: each field one value or a list ---------------------------------------
     def caption(self, image, **options):
         """Caption one image (path, bytes, base64, PIL) or a list of them."""
-        single = not isinstance(image, (list, tuple))
-        images = [image] if single else list(image)
-        return self._one_or_many("caption", [{"image": im} for im in images], single, "caption", **options)
+        return self._call("caption", "caption", {"image": image}, **options)
 
     def vqa(self, image, question: str | Sequence[str], *, answers: Sequence[str] | None = None,
             mode: str | None = None, **options):
-        """Answer a question about an image; with ``answers`` choose among them (mode allcand or trie)."""
-        qs, single = _texts("vqa", "question", question)
-        ims = [image] * len(qs) if not isinstance(image, (list, tuple)) else list(image)
-        if len(ims) != len(qs):
-            raise OFAError(f"vqa: {len(ims)} images for {len(qs)} questions")
-        items = [{"image": im, "question": q} for im, q in zip(ims, qs)]
-        return self._one_or_many("vqa", items, single, "answer", answers=answers, mode=mode, **options)
+        """Answer a question about an image; with ``answers`` choose among them (mode allcand or trie).
+        One image and several questions, several images and one question, or two lists of one length."""
+        return self._call("vqa", "answer", {"image": image, "question": question},
+                          answers=list(answers) if answers is not None else None, mode=mode, **options)
 
     def ground(self, image, text: str | Sequence[str], **options):
-        """Box ``[x1, y1, x2, y2]`` (original-image pixels) of the region ``text`` describes."""
-        texts, single = _texts("ground", "text", text)
-        ims = [image] * len(texts) if not isinstance(image, (list, tuple)) else list(image)
-        items = [{"image": im, "text": t} for im, t in zip(ims, texts)]
-        return self._one_or_many("ground", items, single, "box", **options)
+        """Box ``[x1, y1, x2, y2]`` (original-image pixels) of the region ``text`` describes (None
+        when the model gives no box). One image and several texts, several images and one text, or
+        two lists of one length."""
+        return self._call("ground", "box", {"image": image, "text": text}, **options)
 
-    def entail(self, image, hypothesis: str, premise: str | None = None, **options):
+    def detect(self, image, **options):
+        """Every object the model finds: ``[{"box": [x1, y1, x2, y2], "label": str}, ...]`` per image."""
+        return self._call("detect", "objects", {"image": image}, **options)
+
+    def entail(self, image, hypothesis: str | Sequence[str], premise: str | Sequence[str] | None = None, **options):
         """'yes', 'no' or 'maybe': does the image (and optional premise) support the hypothesis?"""
-        return self._one_or_many("entail", [{"image": image, "hypothesis": hypothesis, "premise": premise}],
-                                 True, "label", **options)
+        return self._call("entail", "label", {"image": image, "hypothesis": hypothesis, "premise": premise},
+                          **options)
 
     def classify(self, image, classes: Sequence[str], **options):
         """The best of ``classes`` for one image or a list of images."""
-        single = not isinstance(image, (list, tuple))
-        images = [image] if single else list(image)
-        return self._one_or_many("classify", [{"image": im} for im in images], single, "label",
-                                 classes=list(classes), **options)
+        return self._call("classify", "label", {"image": image}, classes=list(classes), **options)
 
-    def classify_text(self, text: str, text2: str | None = None, *, task: str = "mnli", **options):
+    def classify_text(self, text: str | Sequence[str], text2: str | Sequence[str] | None = None, *,
+                      task: str = "mnli", **options):
         """GLUE-style text classification (mnli, rte, mrpc, qqp, qnli, cola, sst2)."""
-        return self._one_or_many("classify-text", [{"text": text, "text2": text2, "glue_task": task}],
-                                 True, "label", **options)
+        return self._call("classify-text", "label", {"text": text, "text2": text2, "glue_task": task}, **options)
 
     def summarize(self, text: str | Sequence[str], **options):
-        texts, single = _texts("summarize", "text", text)
-        return self._one_or_many("summarize", [{"text": t} for t in texts], single, "summary", **options)
+        return self._call("summarize", "summary", {"text": text}, **options)
 
 
 def load(path: str | Path | None = None, **kwargs: Any) -> OFA:
@@ -317,28 +325,17 @@ def load(path: str | Path | None = None, **kwargs: Any) -> OFA:
     return OFA.load(path, **kwargs)
 
 
-def _texts(task: str, name: str, value: Any) -> tuple[list[Any], bool]:
-    """(the texts, whether one was given) for a method taking a string or a list of them."""
-    if isinstance(value, str):
-        return [value], True
-    if isinstance(value, (list, tuple)):
-        return list(value), False
-    raise OFAError(f"{task}: {name} must be a string or a list of strings, got {type(value).__name__}")
-
-
-def _check_input(task: str, params: dict[str, inspect.Parameter], index: int, item: Any) -> None:
-    """One-line errors for an input that does not fit the task's ``prepare`` (its ``params``): not a
-    dict, unknown or missing fields, or a text field that is not a string (the task would fail
-    deep inside)."""
-    expected = ", ".join(params)
+def _check_input(task: Task, index: int, item: Any) -> None:
+    """One-line errors for an input that does not fit the task's fields: not a dict, unknown or
+    missing fields, or a value of the wrong type (the task would fail deep inside)."""
+    fields = {f.name: f for f in task.inputs}
+    expected = ", ".join(fields)
     if not isinstance(item, dict):
-        raise OFAError(f"{task}: input {index} is a {type(item).__name__}; expected a dict with {expected}")
-    unknown = [k for k in item if k not in params]
-    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in item]
+        raise OFAError(f"{task.name}: input {index} is a {type(item).__name__}; expected a dict with {expected}")
+    unknown = [k for k in item if k not in fields]
+    missing = [n for n, f in fields.items() if f.required and item.get(n) is None]
     if unknown or missing:
         what = "unknown field(s) " + ", ".join(unknown) if unknown else "no " + ", ".join(missing)
-        raise OFAError(f"{task}: input {index} has {what}; expected {expected}")
+        raise OFAError(f"{task.name}: input {index} has {what}; expected {expected}")
     for name, value in item.items():
-        text = str(params[name].annotation).startswith("str")
-        if text and value is not None and not isinstance(value, str):
-            raise OFAError(f"{task}: input {index}: {name} must be a string, got {type(value).__name__}")
+        fields[name].check(task.name, f"input {index}: ", value)

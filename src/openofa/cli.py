@@ -1,8 +1,11 @@
-"""Command line: ``ofa caption|vqa|ground|entail|classify|classify-text|summarize|convert``.
+"""Command line: ``ofa <task> ...`` for every task of :mod:`openofa.tasks`, plus ``eval``, ``train``,
+``demo``, ``scenes`` and ``convert``.
 
-Inputs are image files, folders of images, or a TSV file in the original's layout. Results go
-to stdout, one line per input (``--json`` for JSON lines); progress goes to stderr. Bad input
-ends with one line ``error: ...`` and exit status 2.
+Each task's subcommand is built from the task's declaration: its input fields become flags
+(``--question``), its options too (``--answers``), tasks that return boxes get ``--draw``. Inputs
+are image files, folders of images, text files (text tasks: one input per line), or a TSV / JSONL
+file in the task's layout. Results go to stdout, one line per input (``--json`` for JSON lines);
+progress goes to stderr. Bad input ends with one line ``error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from openofa.errors import OFAError
+from openofa.tasks import TASKS, Task
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-IMAGE_TASKS = ("caption", "vqa", "ground", "entail", "classify")
-TEXT_TASKS = ("classify-text", "summarize")
+DATA_SUFFIXES = (".tsv", ".jsonl")
 
 
 def _decoding_options(p: argparse.ArgumentParser) -> None:
@@ -62,42 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--cols", help="TSV columns, e.g. image=4,text=2 (default: the original layout)")
     common.add_argument("--no-progress", action="store_true")
 
-    def task(name: str, help_: str, inputs: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_)
-        if inputs:
-            p.add_argument("inputs", nargs="*", help="image files, folders, or a .tsv in the original layout")
-        _decoding_options(p)
-        return p
-
-    task("caption", "describe images")
-    p = task("vqa", "answer a question about images")
-    p.add_argument("--question", "-q")
-    p.add_argument("--answers", help="comma-separated candidate answers, or @file with one per line")
-    p.add_argument("--mode", choices=["beam", "trie", "allcand"])
-    p = task("ground", "find the box a phrase refers to")
-    p.add_argument("--text", "-t")
-    p.add_argument("--draw", help="folder to write each image with its predicted box drawn")
-    p.add_argument("--any-token", action="store_true",
-                   help="decode over the whole vocabulary like the original (default: location tokens only)")
-    p.add_argument("--faithful", action="store_true",
-                   help="convert the four tokens to pixels as the original does, whatever they are "
-                        "(no clamping; default: a box only from location tokens, clamped to the image)")
-    p = task("entail", "does the image support the hypothesis? yes / no / maybe")
-    p.add_argument("--hypothesis")
-    p.add_argument("--premise")
-    p = task("classify", "choose a class name for each image")
-    p.add_argument("--classes", required=True, help="comma-separated class names, or @file with one per line")
-    p = task("classify-text", "GLUE-style text classification", inputs=False)
-    p.add_argument("--task", default="mnli", dest="glue_task")
-    p.add_argument("--text", required=False)
-    p.add_argument("--text2")
-    p.add_argument("inputs", nargs="*", help="a .tsv of texts")
-    p = task("summarize", "summarize texts", inputs=False)
-    p.add_argument("--text")
-    p.add_argument("inputs", nargs="*", help="text files (one document per line) or a .tsv")
+    for spec in TASKS.values():
+        _task_parser(sub, spec, common)
 
     p = sub.add_parser("eval", parents=[common], help="predict an evaluation file and print the task's metric")
-    p.add_argument("task", help="caption, vqa, ground, entail, classify, summarize, or a GLUE task (mnli, sst2, ...)")
+    p.add_argument("task", help=f"{', '.join(t for t in TASKS if t != 'classify-text')}, or a GLUE task (mnli, sst2, ...)")
     p.add_argument("data", help="a TSV in the original layout, a JSONL file, or a folder with <split>.jsonl/.tsv")
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="folder for predictions.json and metrics.json")
@@ -130,6 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _task_parser(sub, spec: type[Task], common: argparse.ArgumentParser) -> None:
+    """The subcommand of one task, from its input fields and options."""
+    p = sub.add_parser(spec.name, parents=[common], help=spec.help, description=spec.help)
+    what = "image files, folders" if spec.takes_image() else "text files (one input per line)"
+    p.add_argument("inputs", nargs="*", help=f"{what}, or a .tsv/.jsonl file in the task's layout")
+    for f in spec.inputs + spec.options:
+        if f.type == "image":
+            continue
+        names = [f.cli_flag] + ([f.short] if f.short else [])
+        if f.type == "bool":
+            p.add_argument(*names, dest=f.name, action="store_false" if f.negate else "store_true",
+                           default=None, help=f.help)
+        elif f.type == "choice":
+            p.add_argument(*names, dest=f.name, choices=f.choices, help=f.help)
+        elif f.type == "int":
+            p.add_argument(*names, dest=f.name, type=int, help=f.help)
+        else:
+            p.add_argument(*names, dest=f.name, help=f.help)
+    if spec.draws:
+        p.add_argument("--draw", help="folder to write each image with its boxes drawn")
+    _decoding_options(p)
+
+
 def _word_list(spec: str | None) -> list[str] | None:
     if spec is None:
         return None
@@ -139,7 +134,13 @@ def _word_list(spec: str | None) -> list[str] | None:
             return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as e:
             raise OFAError(f"cannot read {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise OFAError(f"{path}: not UTF-8 text") from None
     return [w.strip() for w in spec.split(",") if w.strip()]
+
+
+def _value(field, raw: Any) -> Any:
+    return _word_list(raw) if field.type == "texts" and isinstance(raw, str) else raw
 
 
 def _image_files(inputs: list[str]) -> Iterator[str]:
@@ -156,118 +157,108 @@ def _image_files(inputs: list[str]) -> Iterator[str]:
             yield str(path)
 
 
+def _text_lines(inputs: list[str], field: str) -> Iterator[dict[str, Any]]:
+    for name in inputs:
+        path = Path(name)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise OFAError(f"input not found: {path}") from None
+        except OSError as e:
+            raise OFAError(f"cannot read {path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise OFAError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        yield from ({"_name": f"{path}:{i}", field: ln} for i, ln in enumerate(lines, 1) if ln.strip())
+
+
+def _data_layout(spec: Task, args: argparse.Namespace):
+    """The layout a data file given to the task is read with (a GLUE task's own for classify-text)."""
+    from openofa.data.layouts import get_layout
+
+    name = getattr(args, "glue_task", None) or spec.layouts[0].task if spec.layouts else None
+    if name is None:
+        raise OFAError(f"{spec.name} reads no data files; give its inputs as flags")
+    return get_layout(name)
+
+
 def collect_inputs(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Turn the command line into a list of task inputs, each with a ``_name`` for the output."""
-    from openofa.data.tsv import parse_columns, read_tsv
+    from openofa.data.dataset import open_records
+    from openofa.data.layouts import resolve_columns
 
-    cmd = args.command
-    cols = parse_columns(args.cols) if args.cols else None
-    items: list[dict[str, Any]] = []
+    spec = TASKS[args.command]()
     inputs = list(getattr(args, "inputs", []) or [])
-    tsvs = [i for i in inputs if i.lower().endswith(".tsv")]
-    others = [i for i in inputs if not i.lower().endswith(".tsv")]
-    for tsv in tsvs:
-        for row in read_tsv(tsv, cmd, cols):
-            item = {"_name": row.get("id") or row["_where"], "_where": row["_where"]}
-            for key in ("image", "question", "text", "hypothesis", "premise", "text2"):
-                if key in row:
-                    item[key] = row[key]
-            if "objects" in row and row["objects"]:
-                item["objects"] = row["objects"].split("&&")
-            items.append(item)
-    if cmd in IMAGE_TASKS:
-        for f in _image_files(others):
-            items.append({"_name": f, "image": f})
-        extra = {"vqa": ("question",), "ground": ("text",), "entail": ("hypothesis", "premise")}.get(cmd, ())
-        for item in items:
-            for key in extra:
-                if getattr(args, key, None) is not None:
-                    item[key] = getattr(args, key)
-            if cmd == "vqa" and not item.get("question"):
-                raise OFAError(f"vqa: no question for {item['_name']} (give --question)")
-            if cmd == "ground" and not item.get("text"):
-                raise OFAError(f"ground: no text for {item['_name']} (give --text)")
-            if cmd == "entail" and not item.get("hypothesis"):
-                raise OFAError(f"entail: no hypothesis for {item['_name']} (give --hypothesis)")
-    elif cmd == "summarize":
-        for f in others:
-            path = Path(f)
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except OSError as e:
-                raise OFAError(f"cannot read {path}: {e.strerror}") from None
-            items += [{"_name": f"{path}:{i}", "text": ln} for i, ln in enumerate(lines, 1) if ln.strip()]
-        if args.text:
-            items.append({"_name": "text", "text": args.text})
-    elif cmd == "classify-text":
-        for item in items:
-            item["glue_task"] = args.glue_task
-        if args.text:
-            items.append({"_name": "text", "text": args.text, "text2": args.text2, "glue_task": args.glue_task})
+    data = [i for i in inputs if i.lower().endswith(DATA_SUFFIXES)]
+    others = [i for i in inputs if not i.lower().endswith(DATA_SUFFIXES)]
+    columns = None
+    if args.cols:
+        columns = resolve_columns(_data_layout(spec, args).task, args.cols)  # checked even without a data file
+    items: list[dict[str, Any]] = []
+    for path in data:
+        layout = _data_layout(spec, args)
+        if not Path(path).is_file():
+            raise OFAError(f"input not found: {path}")
+        reader = open_records(layout.task, path, columns=columns if path.lower().endswith(".tsv") else None,
+                              targets=False)
+        for rec in reader:
+            item = {k: v for k, v in spec.inputs_of(rec, layout).items() if v is not None}
+            items.append({"_name": str(rec.id) if "id" in layout.fields else rec.where, **item})
+    if spec.takes_image():
+        items += [{"_name": f, "image": f} for f in _image_files(others)]
+    else:
+        first = next(f.name for f in spec.inputs if f.required)
+        items += list(_text_lines(others, first))
+    given = {f.name: _value(f, getattr(args, f.name)) for f in spec.inputs
+             if f.type != "image" and getattr(args, f.name, None) is not None}
+    if not items and given and not spec.takes_image():
+        items.append({"_name": "text"})
+    for item in items:
+        for name, value in given.items():
+            item.setdefault(name, value)
+        for f in spec.inputs:
+            if f.required and item.get(f.name) is None:
+                raise OFAError(f"{spec.name}: no {f.name} for {item['_name']} (give {f.cli_flag})")
     if not items:
-        raise OFAError(f"{cmd}: no inputs given")
+        raise OFAError(f"{spec.name}: no inputs given")
     return items
 
 
-def _format(cmd: str, result: dict[str, Any]) -> str:
-    if cmd == "caption":
-        return result["caption"]
-    if cmd == "vqa":
-        return result["answer"]
-    if cmd == "ground":
-        box = result["box"]
-        return "none" if box is None else " ".join(f"{v:.1f}" for v in box)
-    if cmd == "summarize":
-        return result["summary"]
-    return result["label"]
-
-
-def draw_box(image_path: str, box: list[float] | None, out_path: Path, label: str = "") -> None:
-    from PIL import ImageDraw
-
-    from openofa.vision.io import load_image
-
-    img = load_image(image_path).copy()
-    if box is not None:
-        draw = ImageDraw.Draw(img)
-        width = max(2, round(min(img.size) / 100))
-        draw.rectangle(box, outline=(255, 0, 0), width=width)
-        if label:
-            draw.text((box[0] + width, box[1] + width), label, fill=(255, 0, 0))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(out_path)
+def _draw_path(folder: Path, name: str, used: set[str]) -> Path:
+    """``<stem>_box.png`` in ``folder``, numbered when two inputs share a stem."""
+    stem = Path(name).stem or "input"
+    out, n = f"{stem}_box.png", 1
+    while out in used:
+        n += 1
+        out = f"{stem}_{n}_box.png"
+    used.add(out)
+    return folder / out
 
 
 def run_task(args: argparse.Namespace) -> int:
     from openofa.api import OFA
+    from openofa.vision.draw import draw_boxes
 
+    spec = TASKS[args.command]()
     items = collect_inputs(args)
     ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
                    decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot)
     options = _options(args)
-    cmd = args.command
-    if cmd == "vqa":
-        options["answers"] = _word_list(args.answers)
-        options["mode"] = args.mode
-    if cmd == "classify":
-        options["classes"] = _word_list(args.classes)
-    if cmd == "ground" and args.any_token:
-        options["restrict_to_bins"] = False
-    if cmd == "ground" and args.faithful:
-        options["faithful"] = True
+    for f in spec.options:
+        if getattr(args, f.name, None) is not None:
+            options[f.name] = _value(f, getattr(args, f.name))
     task_inputs = [{k: v for k, v in it.items() if not k.startswith("_")} for it in items]
-    results = ofa.run(cmd, task_inputs, batch_size=args.batch_size,
+    results = ofa.run(spec, task_inputs, batch_size=args.batch_size,
                       progress=not args.no_progress and len(items) > 1, **options)
+    used: set[str] = set()
     for item, res in zip(items, results):
-        if cmd == "ground" and args.draw:
-            src = item.get("image")
-            out = Path(args.draw) / (Path(item["_name"]).stem + "_box.png")
-            draw_box(src, res["box"], out, item.get("text", ""))
+        if getattr(args, "draw", None):
+            out = _draw_path(Path(args.draw), item["_name"], used)
+            draw_boxes(item["image"], spec.boxes(res), out, item.get("text", ""))
             res = {**res, "drawn": str(out)}
         if args.json:
             print(json.dumps({"input": item["_name"], **res}, ensure_ascii=False))
         else:
-            print(f"{item['_name']}\t{_format(cmd, res)}")
+            print(f"{item['_name']}\t{spec.format(res)}")
     return 0
 
 
@@ -279,7 +270,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_eval(args: argparse.Namespace) -> int:
     from openofa.api import OFA
-    from openofa.data.tsv import parse_columns
     from openofa.evaluate import evaluate
 
     ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
@@ -288,7 +278,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.mode:
         options["mode"] = args.mode
     metrics = evaluate(ofa, args.task, args.data, split=args.split,
-                       columns=parse_columns(args.cols) if args.cols else None, out_dir=args.out,
+                       columns=args.cols, out_dir=args.out,
                        limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress,
                        classes=_word_list(args.classes), **options)
     if args.json:

@@ -217,7 +217,8 @@ def scene_texts() -> list[str]:
     """Every word and phrase the scenes can produce (captions, questions, answers, referring
     expressions) and the prompts of the tasks the small model is trained on, each as the tasks
     encode it (with a leading space). Their BPE tokens are the small model's text vocabulary."""
-    from openofa.text.tokenizer import CAPTION_PROMPT, REFCOCO_PROMPT
+    from openofa.tasks.caption import PROMPT as CAPTION_PROMPT
+    from openofa.tasks.grounding import PROMPT as REFCOCO_PROMPT
 
     words = set(SHAPES) | {_plural(k) for k in SHAPES} | set(COLORS) | set(NUMBER_WORDS)
     words |= {"small", "large", "left", "right", "yes", "no", "a", "and", "the", "is", "on", "or", "of"}

@@ -178,7 +178,7 @@ def test_the_first_bad_input_is_the_one_named(ofa256, tmp_path, first):
     (lambda o: o.vqa(IMG["a_200x150_rgb"], "   "), "question is empty"),
     (lambda o: o.ground(IMG["a_200x150_rgb"], ""), "expression is empty"),
     (lambda o: o.classify(IMG["a_200x150_rgb"], []), "class names"),
-    (lambda o: o.classify_text("x", task="nope"), "unknown task 'nope'"),
+    (lambda o: o.classify_text("x", task="nope"), "unknown glue_task 'nope'"),
     (lambda o: o.classify_text("x", task="mnli"), "takes 2 text"),
     (lambda o: o.vqa(IMG["a_200x150_rgb"], "q", mode="trie"), "needs a list"),
     (lambda o: o.run("dance", [{}]), "unknown task 'dance'"),

@@ -10,7 +10,9 @@ from openofa.config import get_config
 from openofa.errors import OFAError
 from openofa.scenes import make_scene, scene_texts, text_vocabulary_lines
 from openofa.text.dictionary import UNK, Dictionary, text_vocab_path
-from openofa.text.tokenizer import CAPTION_PROMPT, REFCOCO_PROMPT, OFATokenizer
+from openofa.tasks.caption import PROMPT as CAPTION_PROMPT
+from openofa.tasks.grounding import PROMPT as REFCOCO_PROMPT
+from openofa.text.tokenizer import OFATokenizer
 
 
 def test_official_sizes_get_the_bundled_tokenizer():

@@ -11,23 +11,15 @@ import pytest
 import torch
 
 from openofa.errors import OFAError
+from openofa.tasks import caption, entailment, grounding, vqa
+from openofa.tasks.caption import PROMPT as CAPTION_PROMPT
 from openofa.text import (
-    CAPTION_PROMPT,
-    CAPTION_PROMPT_ZH,
-    OCR_PROMPT,
-    OCR_PROMPT_ZH,
-    PROMPTS,
-    REFCOCO_PROMPT,
-    REFCOCO_PROMPT_ZH,
     Dictionary,
     OFATokenizer,
     caption_target_text,
     pre_caption,
     pre_chinese,
     pre_question,
-    refcoco_source_text,
-    snli_ve_source_text,
-    vqa_source_text,
 )
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
@@ -200,7 +192,7 @@ def test_chinese_sentence_round_trip(zh):
 
 
 def test_chinese_prompt_wordpieces_and_cleanup(zh):
-    ids = zh.encode(CAPTION_PROMPT_ZH, bos=True, eos=True)
+    ids = zh.encode(caption.PROMPT_ZH, bos=True, eos=True)
     assert ids[0] == 0 and ids[-1] == 2
     assert zh.symbols(ids) == list("图片描述了什么内容?")
     assert zh.decode(ids) == "图 片 描 述 了 什 么 内 容?"  # BERT clean-up glues " ?"
@@ -269,41 +261,39 @@ def test_dictionary_overwrite_flag_and_layout(tmp_path):
 
 
 def test_prompt_ids_match_the_original(en):
+    """The tasks' source builders give the original's ids (tests/tasks has the rest of them)."""
     p = TOK["prompts"]
     assert CAPTION_PROMPT == p["caption_src"]["text"]
     assert en.encode(CAPTION_PROMPT, bos=True, eos=True) == p["caption_src"]["ids"]
     ref = p["refcoco_src_example"]
-    assert refcoco_source_text("the man in the red shirt") == ref["text"]
+    assert grounding.source(en, "the man in the red shirt", 80) == en.encode(ref["text"], bos=True, eos=True)
     assert en.encode(ref["text"], bos=True, eos=True) == ref["ids"]
-    vqa = p["vqa_src_example"]
-    assert vqa_source_text(vqa["question_raw"]) == vqa["text"]
-    assert en.encode(vqa["text"], bos=True, eos=True) == vqa["ids"]
+    q = p["vqa_src_example"]
+    assert vqa.source(en, q["question_raw"], None, 128) == en.encode(q["text"], bos=True, eos=True) == q["ids"]
 
 
-def test_prompt_constants():
-    assert REFCOCO_PROMPT == ' which region does the text " {} " describe?'
-    assert OCR_PROMPT == " what are the texts on the image?"
-    assert CAPTION_PROMPT_ZH == "图片描述了什么内容?"
-    assert REFCOCO_PROMPT_ZH == '这段文字" {} "描述的是哪个区域？'
-    assert OCR_PROMPT_ZH == "图片上的文字是什么?"
-    assert PROMPTS["zh"]["refcoco"] == REFCOCO_PROMPT_ZH and PROMPTS["en"]["caption"] == CAPTION_PROMPT
-    assert refcoco_source_text("Dark Box", language="zh") == '这段文字" dark box "描述的是哪个区域？'
-    assert snli_ve_source_text("Two dogs.") == ' does the image describe " two dogs. "?'
-    assert snli_ve_source_text("dogs", caption="A Cat") == ' can image and text1 " a cat " imply text2 " dogs "?'
+def test_prompts_of_the_original(en):
+    assert grounding.PROMPT == ' which region does the text " {} " describe?'
+    assert grounding.PROMPT_ZH == '这段文字" {} "描述的是哪个区域？'
+    assert entailment.source(en, "Two dogs.", None, 80) == en.encode(' does the image describe " two dogs. "?',
+                                                                      bos=True, eos=True)
+    assert entailment.source(en, "dogs", "A Cat", 80) == en.encode(
+        ' can image and text1 " a cat " imply text2 " dogs "?', bos=True, eos=True)
 
 
 def test_refcoco_sources_from_preprocess_json(en):
     meta = json.loads((GOLDEN / "preprocess.json").read_text())
     for name in meta["images"]:
         r = meta["refcoco"][name]
-        assert en.encode(refcoco_source_text(r["text"]), bos=True, eos=True) == r["source_ids"], name
+        assert grounding.source(en, r["text"], 80) == r["source_ids"], name
 
 
 def test_normaliser_details():
     assert pre_caption(",.!?Hello <person>  -  there/you", max_words=3) == "hello person there"
     assert pre_question("What is   this?\n") == "what is this?"
     assert pre_question("a b c d", max_words=2) == "a b"
-    assert vqa_source_text("Is it red?") == " is it red?"
+    assert vqa.source(OFATokenizer.from_language("en"), "Is it red", None, 128)[1:-1] == \
+        OFATokenizer.from_language("en").encode(" is it red?")
     # The original's punctuation removal is a no-op (whole-string replace); truncation is by characters.
     assert pre_chinese("ABC  图片，描述 ", 4) == "abc "
     assert pre_chinese("图片，描述。", 10) == "图片，描述。"

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from openofa.errors import OFAError
+from openofa.tasks.base import PROMPT_TYPES
 
 MODEL_FIELDS: dict[str, str] = {
     "encoder_layers / decoder_layers / encoder_embed_dim / decoder_embed_dim / encoder_ffn_embed_dim / "
@@ -98,7 +99,6 @@ KEPT_TASK_FIELDS = ("_name", "patch_image_size", "max_image_size", "orig_patch_i
 # mean/std) describe the model for every task
 TASK_SPECIFIC = ("prompt_type", "max_src_length", "add_object", "add_caption", "constraint_range", "max_image_size")
 
-PROMPT_TYPES = ("prev_output", "none", "src")
 
 # the original's task names -> ours (a file's settings apply to its own task only)
 ORIGINAL_TASKS = {"caption": "caption", "vqa_gen": "vqa", "refcoco": "ground", "refcocog": "ground",

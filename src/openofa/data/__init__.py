@@ -6,7 +6,6 @@ datasets produce. See ``docs/data.md``.
 * :func:`open_records` (plain :class:`Record` rows, any task and the pretraining files)
 * :func:`load_references` / :func:`reference` (evaluation references)
 * :class:`IterableShards` (rows split over DataLoader workers), :func:`shard_range`
-* :mod:`openofa.data.tsv`: the streaming reader the ``ofa`` command uses for inference
 """
 
 from openofa.data.collate import Skipped, collate, pad_sequences

@@ -194,7 +194,8 @@ class _RowDataset(torch.utils.data.Dataset):
     def __init__(self, task: str, path: str | Path, *, split: str = "train", format: str | None = None,
                  columns: ColumnSpec | Mapping[str, str] = None, image_root: str | Path | None = None,
                  shard: Any = "auto", on_error: str = "raise", cache_index: bool | str | Path = False,
-                 separator: str = "\t"):
+                 separator: str = "\t", targets: bool = True):
+        self.targets = bool(targets)  # False: inference inputs, which may lack the target fields
         if on_error not in ON_ERROR:
             raise OFAError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.layout: TaskLayout = get_layout(task)
@@ -266,7 +267,8 @@ class _RowDataset(torch.utils.data.Dataset):
                 for name, key in self.json_keys.items():
                     if key in fields:
                         fields[name] = fields[key]
-        return record_from_fields(self.layout, fields, row=row, where=where, image_root=self.image_root)
+        return record_from_fields(self.layout, fields, row=row, where=where, image_root=self.image_root,
+                                  targets=self.targets)
 
     def _guard(self, index: int, make: Callable[[int], Any]) -> Any:
         try:
@@ -394,11 +396,12 @@ class IterableShards(torch.utils.data.IterableDataset):
 
 def open_records(task: str, path: str | Path, *, split: str = "train", columns: ColumnSpec = None,
                  on_error: str = "raise", format: str | None = None, image_root: str | Path | None = None,
-                 shard: Any = None, cache_index: bool | str | Path = False) -> RecordReader:
+                 shard: Any = None, cache_index: bool | str | Path = False, targets: bool = True) -> RecordReader:
     """Rows of a TSV/JSONL file as :class:`Record` objects (any task, pretraining files too).
-    Not sharded unless ``shard`` says so."""
+    Not sharded unless ``shard`` says so. ``targets=False``: rows may lack the fields only
+    training and evaluation need (answers, boxes, labels: the inputs of ``ofa <task> FILE``)."""
     return RecordReader(task, path, split=split, format=format, columns=columns, image_root=image_root,
-                        shard=shard, on_error=on_error, cache_index=cache_index)
+                        shard=shard, on_error=on_error, cache_index=cache_index, targets=targets)
 
 
 def build_dataset(task: str, path: str | Path, *, split: str = "train", tokenizer=None,

@@ -61,6 +61,9 @@ import torch
 
 from openofa.data.records import BadRow, Record
 from openofa.errors import OFAError
+from openofa.tasks import caption, detect, entailment, grounding
+from openofa.tasks.base import layout
+from openofa.tasks.detect import detection_objects
 from openofa.text.tokenizer import pre_caption, pre_question
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,14 +73,14 @@ __all__ = ["NegativeSamples", "load_negatives", "TextInfilling", "word_starts", 
            "text_infilling", "image_infilling", "detection", "detection_objects", "PRETRAIN_PROMPTS"]
 
 PRETRAIN_PROMPTS = {
-    "caption": " what does the image describe?",
-    "caption_match": ' does the image describe " {} "?',
+    "caption": caption.PROMPT,
+    "caption_match": entailment.PROMPT,
     "qa_match": ' what is the answer to question " {} ". is " {} "?',
-    "grounding": ' which region does the text " {} " describe?',
+    "grounding": grounding.PROMPT,
     "region": "  what does the region describe? region:",  # two spaces, as the original
     "text": ' what is the complete text of " "?',
     "image": " what is the image in the middle part?",
-    "detection": " what are the objects in the image?",
+    "detection": detect.PROMPT,
 }
 
 
@@ -288,7 +291,7 @@ def vision_language(b: "SampleBuilder", r: Record, negatives: NegativeSamples | 
             raise BadRow(f"{r.where}: empty caption", "text")
         image = b.patch_image(r)
         src = [bos] + b.encode(PRETRAIN_PROMPTS["caption"]) + [eos]
-        sample = b._sample(r, src, b.encode(" " + pre_caption(r.text, b.max_tgt_length)), image, conf=1.0)
+        sample = b.sample(r, src, b.encode(" " + pre_caption(r.text, b.max_tgt_length)), image, conf=1.0)
         if r.extra.get("dataset") == "cc12m":  # the original leaves out the first two target tokens
             sample["target"][:2] = b.pad
         samples = [sample]
@@ -309,7 +312,7 @@ def vision_language(b: "SampleBuilder", r: Record, negatives: NegativeSamples | 
         answer = max(answers, key=answers.get)
         conf = float(answers[answer])
         src = [bos] + b.encode(" " + question) + [eos]
-        sample = b._sample(r, src, b.encode(" " + answer), image, conf=conf)
+        sample = b.sample(r, src, b.encode(" " + answer), image, conf=conf)
         samples = [sample]
         if b.train and negatives is not None:
             if random.random() >= 0.5:
@@ -324,7 +327,7 @@ def vision_language(b: "SampleBuilder", r: Record, negatives: NegativeSamples | 
         raise BadRow(f"{r.where}: empty text of the region", "text")
     image, box_ids = _grounding(b, r)
     prompt = PRETRAIN_PROMPTS["grounding"].format(pre_caption(r.text, b.max_src_length))
-    sample = b._sample(r, [bos] + b.encode(prompt) + [eos], box_ids, image, conf=1.0)
+    sample = b.sample(r, [bos] + b.encode(prompt) + [eos], box_ids, image, conf=1.0)
     region_src = [bos] + b.encode(PRETRAIN_PROMPTS["region"]) + box_ids + [eos]
     region = _variant(b, sample, region_src, b.encode(" " + pre_caption(r.text, b.max_tgt_length)))
     return [sample, region]
@@ -338,7 +341,7 @@ def text_infilling(b: "SampleBuilder", r: Record, infill: TextInfilling) -> dict
     masked = infill(torch.tensor([b.bos] + ids + [b.eos], dtype=torch.long)).tolist()
     prefix = b.encode(PRETRAIN_PROMPTS["text"])
     src = [b.bos] + prefix[:-2] + masked[1:-1] + prefix[-2:] + [b.eos]
-    return b._sample(r, src, ids, None, conf=2.0)
+    return b.sample(r, src, ids, None, conf=2.0)
 
 
 def image_infilling(b: "SampleBuilder", r: Record) -> dict[str, Any]:
@@ -353,58 +356,65 @@ def image_infilling(b: "SampleBuilder", r: Record) -> dict[str, Any]:
     image[:, s // 4: s // 4 + s // 2, s // 4: s // 4 + s // 2] = 0.0
     first_code = len(b.tok) - size - b.num_bins
     src = [b.bos] + b.encode(PRETRAIN_PROMPTS["image"]) + [b.eos]
-    return b._sample(r, src, [first_code + c for c in codes], image, conf=2.0, code_mask=True)
-
-
-def detection_objects(r: Record) -> tuple[list[list[float]], list[str]]:
-    """The boxes ``[x1, y1, x2, y2]`` and names of a detection row; an empty, inverted or
-    non-finite box raises :class:`BadRow` naming the row."""
-    boxes, names = [], []
-    for (x1, y1, x2, y2), name in zip(r.extra.get("boxes") or [], r.objects or []):
-        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or not (x1 < x2 and y1 < y2):
-            raise BadRow(f"{r.where}: detection box {[x1, y1, x2, y2]} is empty, inverted or not finite", "box")
-        boxes.append([x1, y1, x2, y2])
-        names.append(name)
-    return boxes, names
+    return b.sample(r, src, [first_code + c for c in codes], image, conf=2.0, code_mask=True)
 
 
 def detection(b: "SampleBuilder", r: Record) -> dict[str, Any]:
-    from openofa.vision.transforms import resize_bicubic, to_tensor_normalized
-
-    img = b.load_image(r)
-    w, h = img.size
-    s = b.patch_image_size
-    boxes, names = detection_objects(r)
-    if b.augment:
-        from openofa.data.augment import hflip_boxes, large_scale_jitter
-
-        t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        if float(torch.rand(())) < 0.5:
-            img, t = img.transpose(_flip()), hflip_boxes(t, w)
-        img, t, keep = large_scale_jitter(img, t, s)
-        names = [n for n, k in zip(names, keep.tolist()) if k]
-        kept = t.tolist()  # a crop may leave no box: the target is then eos alone, as in the original
-    else:
-        img = resize_bicubic(img, s, s)
-        kept, kept_names = [], []
-        for (x1, y1, x2, y2), name in zip(boxes, names):
-            box = [min(max(x1 * s / w, 0.0), s), min(max(y1 * s / h, 0.0), s),
-                   min(max(x2 * s / w, 0.0), s), min(max(y2 * s / h, 0.0), s)]
-            if box[0] < box[2] and box[1] < box[3]:  # else outside the image: nothing of it left
-                kept.append(box)
-                kept_names.append(name)
-        names = kept_names
-        if not kept:
-            raise BadRow(f"{r.where}: no detection box inside the image", "box")
-    image = to_tensor_normalized(img, b.mean, b.std)
-    tgt: list[int] = []
-    for box, name in zip(kept, names):
-        tgt += b.box_ids(r, box) + b.encode(" " + name)
-    src = [b.bos] + b.encode(PRETRAIN_PROMPTS["detection"]) + [b.eos]
-    return b._sample(r, src, tgt, image, conf=2.0)
+    """A detection row's sample: the ``detect`` task's, weighted 2 as in the original's pretraining."""
+    sample = detect.Detect().sample(b, r)
+    sample["conf"] = 2.0
+    return sample
 
 
-def _flip():
-    from PIL import Image
+# ---- the four files' layouts ------------------------------------------------------------------------
+def _read_text(rec: Record, fields: dict, where: str, targets: bool = True) -> None:
+    from openofa.data.records import field_str
 
-    return Image.Transpose.FLIP_LEFT_RIGHT
+    rec.text = field_str(fields, "text", where)
+
+
+def _read_codes(rec: Record, fields: dict, where: str, targets: bool = True) -> None:
+    from openofa.data.records import field_required
+
+    code = field_required(fields, "code", where)
+    try:
+        codes = [int(c) for c in code.split()] if isinstance(code, str) else [int(c) for c in code]
+    except (TypeError, ValueError):
+        raise BadRow(f"{where}: image code must be space-separated integers", "field") from None
+    rec.extra["code"] = codes
+
+
+def _build_vl(b: "SampleBuilder", r: Record):
+    return vision_language(b, r, b.negatives)
+
+
+def _build_text(b: "SampleBuilder", r: Record):
+    return text_infilling(b, r, b.infilling)
+
+
+def _pretrain_layouts() -> dict:
+    from dataclasses import replace
+
+    from openofa.data.records import read_pretrain_vl
+
+    return {
+        "pretrain_vl": layout("pretrain_vl", ["id", "image", "caption", "question", "answers", "objects", "dataset",
+                                              "type"], [0, 1, 2, 3, 4, 5, 6, 7], patch_image_size=384,
+                              max_src_length=80, max_tgt_length=30, read=read_pretrain_vl, build=_build_vl,
+                              aliases=("vision_language",),
+                              doc="uniq-id, image, caption, question, answer (conf|!+ans&&... for qa, "
+                                  "x1,y1,x2,y2 for visual_grounding), ground-truth objects a&&b, dataset "
+                                  "name, type caption|qa|visual_grounding"),
+        "pretrain_text": layout("pretrain_text", ["id", "text"], [0, 1], image=False, patch_image_size=None,
+                                read=_read_text, build=_build_text, aliases=("text",), doc="uniq-id, text"),
+        "pretrain_image": layout("pretrain_image", ["id", "image", "code"], [0, 1, 2], patch_image_size=256,
+                                 read=_read_codes, build=image_infilling, aliases=("image",),
+                                 doc="image-id, image (256x256), VQGAN codes of the centre (space-separated ints)"),
+        # the detect task's file, weighted as pretraining weights it
+        "pretrain_detection": replace(detect.Detect.layouts[0], task="pretrain_detection", owner=None,
+                                      build=detection, aliases=("detection",)),
+    }
+
+
+#: the original's four pretraining files (their rows make samples of several tasks)
+PRETRAIN_LAYOUTS = _pretrain_layouts()

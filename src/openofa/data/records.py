@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openofa.data.layouts import TaskLayout
+from openofa.tasks.base import TaskLayout
 from openofa.errors import OFAError
 
 __all__ = ["Record", "BadRow", "BAD_ROW_KINDS", "parse_answers", "parse_objects", "parse_box_field",
-           "map_label", "record_from_fields", "fields_from_tsv", "fields_from_json"]
+           "parse_detection_objects", "map_label", "read_label", "field_str", "field_text", "field_required",
+           "record_from_fields", "fields_from_tsv", "fields_from_json"]
 
 #: categories of bad rows, counted separately
 BAD_ROW_KINDS = ("columns", "json", "field", "image", "box", "answers", "label", "text", "other")
@@ -150,27 +151,13 @@ def parse_box_field(value: Any, where: str = "") -> tuple[float, float, float, f
     return box  # type: ignore[return-value]
 
 
-# label -> word, per task (the original's mappings; the words themselves are accepted too)
-_LABELS: dict[str, dict[str, str]] = {
-    "entail": {"contradiction": "no", "entailment": "yes", "neutral": "maybe",
-               "yes": "yes", "no": "no", "maybe": "maybe"},
-    "cola": {"0": "no", "1": "yes", "no": "no", "yes": "yes"},
-    "mrpc": {"0": "no", "1": "yes", "no": "no", "yes": "yes"},
-    "qqp": {"0": "no", "1": "yes", "no": "no", "yes": "yes"},
-    "mnli": {"0": "maybe", "1": "yes", "2": "no", "maybe": "maybe", "yes": "yes", "no": "no"},
-    "rte": {"not_entailment": "no", "entailment": "yes", "no": "no", "yes": "yes"},
-    "qnli": {"0": "no", "1": "yes", "not_entailment": "no", "entailment": "yes", "no": "no", "yes": "yes"},
-    "sst2": {"0": "negative", "1": "positive", "negative": "negative", "positive": "positive"},
-}
-
-
-def map_label(task: str, value: Any, where: str = "") -> str:
-    """The label word the model is trained to output."""
+def map_label(task: str, value: Any, where: str = "", table: dict[str, str] | None = None) -> str:
+    """The label word the model is trained to output: ``table`` maps the file's labels to words
+    (the task's; None: the label is the word itself, as image classification's class names)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise BadRow(f"{where}: label must be a string or an integer, got {value!r:.40}", "label")
     raw = str(value)
-    table = _LABELS.get(task)
-    if table is None:  # image classification: the class name itself
+    if table is None:
         if not raw.strip():
             raise BadRow(f"{where}: empty label", "label")
         return raw
@@ -179,6 +166,14 @@ def map_label(task: str, value: Any, where: str = "") -> str:
         known = sorted({k for k in table if k not in table.values()}) + sorted(set(table.values()))
         raise BadRow(f"{where}: unknown {task} label {raw[:40]!r}; expected one of {', '.join(known)}", "label")
     return word
+
+
+def read_label(fields: dict[str, Any], task: str, table: dict[str, str] | None, where: str,
+               required: bool = True) -> str | None:
+    """The row's ``label`` field mapped to its word (None when absent and not ``required``)."""
+    if fields.get("label") is None and not required:
+        return None
+    return map_label(task, field_required(fields, "label", where), where, table)
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,15 +198,11 @@ def fields_from_json(line: str, layout: TaskLayout, where: str) -> dict[str, Any
         raise BadRow(f"{where}: bad JSON ({e.msg} at column {e.colno})", "json") from None
     if not isinstance(obj, dict):
         raise BadRow(f"{where}: expected a JSON object per line, got {type(obj).__name__}", "json")
-    if layout.task == "caption" and "caption" not in obj and "captions" in obj:
-        caps = obj["captions"]
-        if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
-            raise BadRow(f"{where}: 'captions' must be a non-empty list of strings", "field")
-        obj = dict(obj, caption="&&".join(caps))
     return obj
 
 
-def _str(fields: dict[str, Any], name: str, where: str, required: bool = True) -> str | None:
+def field_str(fields: dict[str, Any], name: str, where: str, required: bool = True) -> str | None:
+    """A string field (None when absent and not ``required``)."""
     v = fields.get(name)
     if v is None:
         if required:
@@ -222,26 +213,28 @@ def _str(fields: dict[str, Any], name: str, where: str, required: bool = True) -
     return v
 
 
-def _text(fields, name, where, required=True) -> str | None:
-    v = _str(fields, name, where, required)
+def field_text(fields: dict[str, Any], name: str, where: str, required: bool = True) -> str | None:
+    """A string field that must not be empty when ``required``."""
+    v = field_str(fields, name, where, required)
     if required and not v.strip():
         raise BadRow(f"{where}: field {name!r} is empty", "text")
     return v
 
 
 def record_from_fields(layout: TaskLayout, fields: dict[str, Any], *, row: int, where: str,
-                       image_root: Path | None = None) -> Record:
-    """Build the :class:`Record` of one row. ``image_root`` (JSONL) resolves relative image
-    paths; without it the image field is base64 data (TSV)."""
-    task = layout.task
+                       image_root: Path | None = None, targets: bool = True) -> Record:
+    """Build the :class:`Record` of one row: its id and image here, the rest by the layout's
+    reader (the task's). ``image_root`` (JSONL) resolves relative image paths; without it the
+    image field is base64 data (TSV). ``targets=False`` (inference inputs): the fields only
+    training and evaluation need may be missing."""
     rid = fields.get("id", row)
     if rid is None or (isinstance(rid, str) and not rid.strip() and "id" in layout.fields):
         rid = row
     if not isinstance(rid, (str, int, float)) or isinstance(rid, bool):
         raise BadRow(f"{where}: id must be a string or a number", "field")
     rec = Record(id=rid, where=where)
-    if layout.image and task != "pretrain_text":
-        img = _str(fields, "image", where)
+    if layout.image:
+        img = field_str(fields, "image", where)
         if not img.strip():
             raise BadRow(f"{where}: empty image field", "image")
         if image_root is not None:
@@ -250,73 +243,25 @@ def record_from_fields(layout: TaskLayout, fields: dict[str, Any], *, row: int, 
             rec.extra["image_is_path"] = True
         else:
             rec.image = img
-    if task == "caption":
-        rec.target = _str(fields, "caption", where)
-    elif task == "vqa":
-        rec.text = _text(fields, "question", where)
-        rec.answers = parse_answers(fields.get("answers"), where) if "answers" in fields else None
-        if rec.answers is None:
-            raise BadRow(f"{where}: missing field 'answers'", "answers")
-        rec.objects = parse_objects(fields.get("objects"), where)
-        if fields.get("box") not in (None, ""):  # JSONL: the object the question is about (optional)
-            rec.box = parse_box_field(fields["box"], where)
-    elif task == "ground":
-        rec.text = _text(fields, "text", where)
-        if "box" not in fields:
-            raise BadRow(f"{where}: missing field 'box'", "box")
-        rec.box = parse_box_field(fields["box"], where)
-    elif task == "entail":
-        rec.text = _text(fields, "hypothesis", where)
-        rec.text2 = _str(fields, "premise", where, required=False)
-        rec.label = map_label(task, _required(fields, "label", where), where)
-    elif task == "classify":
-        rec.label = map_label(task, _required(fields, "label", where), where)
-    elif task == "summarize":
-        rec.text = _text(fields, "text", where)
-        rec.target = _str(fields, "summary", where)
-    elif task in ("cola", "sst2"):
-        rec.text = _text(fields, "sentence", where)
-        rec.label = map_label(task, _required(fields, "label", where), where)
-    elif task in ("mnli", "mrpc", "rte"):
-        rec.text = _text(fields, "sentence1", where)
-        rec.text2 = _text(fields, "sentence2", where)
-        rec.label = map_label(task, _required(fields, "label", where), where)
-    elif task == "qnli":  # the prompt names the sentence first, then the question
-        rec.text = _text(fields, "sentence", where)
-        rec.text2 = _text(fields, "question", where)
-        rec.label = map_label(task, _required(fields, "label", where), where)
-    elif task == "qqp":
-        rec.text = _text(fields, "question1", where)
-        rec.text2 = _text(fields, "question2", where)
-        rec.label = map_label(task, _required(fields, "label", where), where)
-    elif task == "pretrain_vl":
-        _pretrain_vl(rec, fields, where)
-    elif task == "pretrain_text":
-        rec.text = _str(fields, "text", where)
-    elif task == "pretrain_image":
-        code = _required(fields, "code", where)
-        try:
-            codes = [int(c) for c in code.split()] if isinstance(code, str) else [int(c) for c in code]
-        except (TypeError, ValueError):
-            raise BadRow(f"{where}: image code must be space-separated integers", "field") from None
-        rec.extra["code"] = codes
-    elif task == "pretrain_detection":
-        _detection(rec, _required(fields, "objects", where), where)
+    if layout.read is not None:
+        layout.read(rec, fields, where, targets)
     return rec
 
 
-def _required(fields, name, where):
+def field_required(fields: dict[str, Any], name: str, where: str) -> Any:
+    """A field that must be present (any type)."""
     if fields.get(name) is None:
         raise BadRow(f"{where}: missing field {name!r}", "label" if name == "label" else "field")
     return fields[name]
 
 
-def _pretrain_vl(rec: Record, fields: dict[str, Any], where: str) -> None:
-    kind = _str(fields, "type", where)
+def read_pretrain_vl(rec: Record, fields: dict[str, Any], where: str, targets: bool = True) -> None:
+    """The fields of a row of the original's vision-language pretraining file."""
+    kind = field_str(fields, "type", where)
     rec.extra["type"] = kind
-    rec.extra["dataset"] = _str(fields, "dataset", where, required=False)
-    rec.text = _str(fields, "caption", where, required=False)
-    rec.text2 = _str(fields, "question", where, required=False)
+    rec.extra["dataset"] = field_str(fields, "dataset", where, required=False)
+    rec.text = field_str(fields, "caption", where, required=False)
+    rec.text2 = field_str(fields, "question", where, required=False)
     refs = fields.get("answers")
     rec.extra["refs"] = refs
     gt = fields.get("objects")
@@ -330,7 +275,9 @@ def _pretrain_vl(rec: Record, fields: dict[str, Any], where: str) -> None:
                      "field")
 
 
-def _detection(rec: Record, value: Any, where: str) -> None:
+def parse_detection_objects(rec: Record, value: Any, where: str) -> None:
+    """Detection boxes ``'x1,y1,x2,y2,id,name&&...'`` (or JSONL lists) into ``rec.objects`` (names),
+    ``rec.extra['boxes']`` and ``rec.extra['category_ids']``."""
     items = value.strip().split("&&") if isinstance(value, str) else value
     if not isinstance(items, list):
         raise BadRow(f"{where}: detection boxes must be 'x1,y1,x2,y2,id,name&&...'", "box")

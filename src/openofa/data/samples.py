@@ -33,40 +33,15 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from openofa.data.layouts import GLUE_TASKS, TaskLayout, get_layout
+from openofa.data.layouts import TaskLayout, get_layout
 from openofa.data.records import BadRow, Record
 from openofa.errors import OFAError
-from openofa.text.tokenizer import (
-    CAPTION_PROMPT,
-    CAPTION_PROMPT_ZH,
-    REFCOCO_PROMPT,
-    REFCOCO_PROMPT_ZH,
-    SNLI_VE_CAPTION_PROMPT,
-    SNLI_VE_PROMPT,
-    OFATokenizer,
-    caption_target_text,
-    pre_caption,
-    pre_question,
-)
+from openofa.tasks import task_of_layout
+from openofa.tasks.base import PROMPT_TYPES
+from openofa.text.tokenizer import OFATokenizer
 from openofa.vision.transforms import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD
 
-__all__ = ["SampleBuilder", "make_builder", "reference", "PROMPT_TYPES", "GLUE_PROMPTS", "SUMMARY_PROMPT"]
-
-PROMPT_TYPES = ("none", "src", "prev_output")
-SUMMARY_PROMPT = ' what is the summary of article " {} "?'
-SUMMARY_PROMPT_ZH = "{} 请用一个句子简单总结上文："
-GLUE_PROMPTS = {
-    "cola": ' is the text " {} " grammatically correct?',
-    "sst2": ' is the sentiment of text " {} " positive or negative?',
-    "mnli": ' can text1 " {} " imply text2 " {} "?',
-    "rte": ' can text1 " {} " imply text2 " {} "?',
-    "mrpc": ' does text1 " {} " and text2 " {} " have the same semantics?',
-    "qqp": ' is question " {} " and question " {} " equivalent?',
-    "qnli": ' does " {} " contain the answer to question " {} "?',
-}
-_NO_PUNCT = str.maketrans({c: None for c in string.punctuation})
-#: tasks whose targets can be constrained to a closed answer list
-CANDIDATE_TASKS = ("vqa", "entail", "classify") + tuple(GLUE_TASKS)
+__all__ = ["SampleBuilder", "make_builder", "reference", "PROMPT_TYPES"]
 
 
 def _long(ids: Sequence[int]) -> torch.Tensor:
@@ -74,21 +49,12 @@ def _long(ids: Sequence[int]) -> torch.Tensor:
 
 
 def reference(task: str, record: Record) -> Any:
-    """What a prediction for ``record`` is scored against (the original's evaluation refs):
-    caption: list of reference captions (punctuation removed); VQA: ``{answer: conf}``;
-    grounding: ``[x1, y1, x2, y2]`` in original pixels; entailment, classification, GLUE:
-    the label word; summarization: the lower-cased summary."""
+    """What a prediction for ``record`` is scored against: the task's
+    (:meth:`openofa.tasks.base.Task.reference`); pretraining rows have none."""
     layout = get_layout(task)
-    t = layout.task
-    if t == "caption":
-        return caption_target_text(record.target or "", train=False).split("&&")
-    if t == "vqa":
-        return dict(record.answers or {})
-    if t == "ground":
-        return list(record.box) if record.box is not None else None
-    if t == "summarize":
-        return (record.target or "").lower()
-    return record.label
+    if layout.owner is None:
+        return record.label
+    return task_of_layout(layout).reference(record)
 
 
 def load_record_image(record: Record, cache=None):
@@ -131,6 +97,8 @@ class SampleBuilder:
         s = layout.settings
         self.layout = layout
         self.task = layout.task
+        #: the registered task whose samples these rows make (None: a pretraining file)
+        self.task_def = task_of_layout(layout) if layout.owner is not None else None
         self.tok = tokenizer
         self.split = split
         self.train = split == "train"
@@ -159,10 +127,8 @@ class SampleBuilder:
         # random training-time augmentation of the tasks whose original training has it
         # (classification; the pretraining files); never outside the training split
         self.augment = self.train and bool(train_augment)
-        if image_transform is None and self.task == "classify" and self.augment:
-            from openofa.data.augment import ClassifyTrainTransform
-
-            self.image_transform = ClassifyTrainTransform(self.patch_image_size, self.mean, self.std)
+        if image_transform is None and self.task_def is not None:
+            self.image_transform = self.task_def.train_transform(self)
         if image_transform is None and self.task == "pretrain_vl" and self.augment:
             from openofa.data.augment import PretrainPairTransform
 
@@ -188,9 +154,12 @@ class SampleBuilder:
 
             if ans2label_file is not None and ans2label_dict is not None:
                 raise OFAError("give ans2label_file or ans2label_dict, not both")
-            if self.task not in CANDIDATE_TASKS:
+            if self.task_def is None or not self.task_def.candidates:
+                from openofa.tasks import TASKS
+
+                allowed = [t for t, cls in TASKS.items() if cls.candidates]
                 raise OFAError(f"a candidate answer list (ans2label_file / ans2label_dict) applies to "
-                               f"{', '.join(CANDIDATE_TASKS)}, not to task {self.task}")
+                               f"{', '.join(allowed)}, not to task {self.task}")
             self.candidates = candidates_from_option(ans2label_file if ans2label_file is not None
                                                      else ans2label_dict, tokenizer)
 
@@ -216,7 +185,7 @@ class SampleBuilder:
             img = img.resize((size, size), _bicubic())
         return to_tensor_normalized(img, self.mean, self.std)
 
-    def _with_prompt(self, src: list[int], tgt: list[int], *, eos: bool = True) -> dict[str, Any]:
+    def with_prompt(self, src: list[int], tgt: list[int], *, eos: bool = True) -> dict[str, Any]:
         """prev_output / target / prefix for the prompt types of VQA, SNLI-VE (eos=True) and
         GLUE (eos=False: the target is the label token only)."""
         pt = self.prompt_type
@@ -242,7 +211,7 @@ class SampleBuilder:
         target = [self.pad] * n_pad + target[n_pad:]
         return {"prev_output_tokens": _long(prev), "target": _long(target), "prefix": _long(prefix)}
 
-    def _sample(self, record: Record, src: list[int], tgt: list[int], image=None, **extra) -> dict[str, Any]:
+    def sample(self, record: Record, src: list[int], tgt: list[int], image=None, **extra) -> dict[str, Any]:
         sample = {
             "id": record.id,
             "source": _long(src),
@@ -257,47 +226,18 @@ class SampleBuilder:
         sample.update(extra)
         return sample
 
-    # -- tasks ----------------------------------------------------------------------------
-
     def __call__(self, record: Record) -> dict[str, Any]:
-        fn = getattr(self, "_" + ("glue" if self.task in GLUE_TASKS else self.task), None)
-        if fn is None:
-            raise OFAError(f"no sample builder for task {self.task!r}; read its records with open_records()")
-        sample = fn(record)
+        if self.task_def is not None:
+            sample = self.task_def.sample(self, record)
+        else:
+            sample = self.layout.build(self, record)
         if self.candidates is not None:
             sample["constraint_mask"] = self.candidates.target_mask(sample["target"], record.where)
         return sample  # a list of samples for pretrain_vl rows (the collater flattens it)
 
-    def _caption(self, r: Record) -> dict[str, Any]:
-        image = self.patch_image(r)
-        if self.train and not self.scst:
-            words = (r.target or "").translate(_NO_PUNCT).strip().split()
-            tgt_text = " ".join(words[: self.max_tgt_length])
-        else:
-            tgt_text = caption_target_text(r.target or "", train=False)
-        prompt = CAPTION_PROMPT_ZH if self.zh else CAPTION_PROMPT
-        src = [self.bos] + self.encode(prompt) + [self.eos]
-        return self._sample(r, src, self.encode(" " + tgt_text), image)
+    # -- helpers of the tasks' sample builders ----------------------------------------------
 
-    def _vqa(self, r: Record) -> dict[str, Any]:
-        img = self.load_image(r)
-        image = self.patch_of(img)
-        q = pre_question(r.text, self.max_src_length)
-        q = q if q.endswith("?") else q + "?"
-        ids = self.encode(" " + q)
-        answers = r.answers or {}
-        answer = max(answers, key=answers.get)  # first of the best, like the original
-        tgt = self.encode(" " + answer, length=self.max_tgt_length)
-        if self.add_object and r.objects is not None:
-            ids += self.encode(" object: " + " ".join(r.objects[: self.max_object_length]))
-        src = [self.bos] + ids + [self.eos]
-        sample = self._sample(r, src, tgt, image, conf=float(answers[answer]))
-        sample.update(self._with_prompt(src, tgt))
-        if r.box is not None and self.attend_box and self.image_transform is None:
-            sample["attend_box"] = self._resized_box(r, img.size)
-        return sample
-
-    def _resized_box(self, r: Record, size: tuple[int, int]) -> torch.Tensor:
+    def resized_box(self, r: Record, size: tuple[int, int]) -> torch.Tensor:
         """``r.box`` in the pixels of the plainly resized patch image (a box outside the image
         of ``size`` (width, height) is a bad row)."""
         from openofa.text.locations import scale_box
@@ -342,94 +282,6 @@ class SampleBuilder:
         size = self.patch_image_size
         out = refcoco_transform(img, r.box, size=size, max_size=size, mean=self.mean, std=self.std)
         return out, self.box_ids(r, out.box)
-
-    def _ground(self, r: Record) -> dict[str, Any]:
-        out, tgt = self.box_image(r)
-        if self.zh:
-            text = REFCOCO_PROMPT_ZH.format(pre_caption(r.text, self.max_src_length))
-        else:
-            text = REFCOCO_PROMPT.format(pre_caption(r.text, self.max_src_length))
-        src = [self.bos] + self.encode(text) + [self.eos]
-        sample = self._sample(r, src, list(tgt), out.patch_image,
-                              w_resize_ratio=out.w_resize_ratio, h_resize_ratio=out.h_resize_ratio,
-                              region_coord=torch.tensor(r.box, dtype=torch.float32),
-                              attend_box=torch.tensor(out.box, dtype=torch.float32))
-        if self.prompt_type != "none":  # not the original's grounding; our small model's choice
-            sample.update(self._with_prompt(src, list(tgt)))
-        return sample
-
-    def _entail(self, r: Record) -> dict[str, Any]:
-        image = self.patch_image(r)
-        hyp = pre_caption(r.text, self.max_src_length)
-        use_premise = r.text2 is not None if self.add_caption is None else self.add_caption
-        if use_premise:
-            if r.text2 is None:
-                raise BadRow(f"{r.where}: missing the premise (add_caption=True)", "field")
-            text = SNLI_VE_CAPTION_PROMPT.format(pre_caption(r.text2, self.max_src_length), hyp)
-        else:
-            text = SNLI_VE_PROMPT.format(hyp)
-        src = [self.bos] + self.encode(text) + [self.eos]
-        tgt = self.encode(" " + r.label)
-        sample = self._sample(r, src, tgt, image)
-        sample.update(self._with_prompt(src, tgt))
-        return sample
-
-    def _classify(self, r: Record) -> dict[str, Any]:
-        image = self.patch_image(r)
-        src = [self.bos] + self.encode(CAPTION_PROMPT) + [self.eos]
-        return self._sample(r, src, self.encode(" " + r.label), image)
-
-    def _summarize(self, r: Record) -> dict[str, Any]:
-        source = pre_caption(r.text, self.max_src_length).replace("<unk>", "unk")
-        target = pre_caption(r.target or "", self.max_tgt_length).replace("<unk>", "unk")
-        prompt = SUMMARY_PROMPT_ZH if self.zh else SUMMARY_PROMPT
-        src = [self.bos] + self.encode(prompt.format(source), length=self.max_src_length) + [self.eos]
-        tgt = self.encode(target)
-        sample = self._sample(r, src, tgt, None)
-        if self.train and self.noise_ratio > 0:
-            noisy = torch.tensor(tgt, dtype=torch.long)
-            hit = torch.rand(len(tgt)) < self.noise_ratio
-            high = len(self.tok) - self.tok.dictionary.code_dict_size - self.num_bins
-            noisy[hit] = torch.randint(4, high, (int(hit.sum()),))
-            sample["prev_output_tokens"] = torch.cat([torch.tensor([self.bos]), noisy])
-        return sample
-
-    # the original's pretraining files (openofa.data.pretrain)
-    def _pretrain_vl(self, r: Record) -> list[dict[str, Any]]:
-        from openofa.data.pretrain import vision_language
-
-        return vision_language(self, r, self.negatives)
-
-    def _pretrain_text(self, r: Record) -> dict[str, Any]:
-        from openofa.data.pretrain import text_infilling
-
-        return text_infilling(self, r, self.infilling)
-
-    def _pretrain_image(self, r: Record) -> dict[str, Any]:
-        from openofa.data.pretrain import image_infilling
-
-        return image_infilling(self, r)
-
-    def _pretrain_detection(self, r: Record) -> dict[str, Any]:
-        from openofa.data.pretrain import detection
-
-        return detection(self, r)
-
-    def _glue(self, r: Record) -> dict[str, Any]:
-        def norm(t: str) -> str:
-            return " ".join(t.lower().strip().split()[: self.max_src_length])
-
-        texts = [norm(r.text)] + ([norm(r.text2)] if r.text2 is not None else [])
-        prompt = GLUE_PROMPTS[self.task]
-        if prompt.count("{}") != len(texts):
-            raise BadRow(f"{r.where}: task {self.task} takes {prompt.count('{}')} text(s)", "field")
-        src = [self.bos] + self.encode(prompt.format(*texts)) + [self.eos]
-        tgt = self.encode(" " + r.label)
-        if len(tgt) != 1:
-            raise BadRow(f"{r.where}: label {r.label!r} is not a single token", "label")
-        sample = self._sample(r, src, tgt, None)
-        sample.update(self._with_prompt(src, tgt, eos=False))
-        return sample
 
 
 def _bicubic():

@@ -1,5 +1,6 @@
 """Text side of OFA: the fairseq-compatible dictionary, the English (GPT-2 BPE) and Chinese
-(BERT wordpiece) tokenizers, the datasets' text normalisers and prompts, and location tokens."""
+(BERT wordpiece) tokenizers, the datasets' text normalisers, and location tokens (each task's prompts are in its
+module of :mod:`openofa.tasks`)."""
 
 from openofa.text.dictionary import Dictionary
 from openofa.text.locations import (
@@ -15,24 +16,13 @@ from openofa.text.locations import (
     tokens_to_bins,
 )
 from openofa.text.tokenizer import (
-    CAPTION_PROMPT,
-    CAPTION_PROMPT_ZH,
-    OCR_PROMPT,
-    OCR_PROMPT_ZH,
-    PROMPTS,
-    REFCOCO_PROMPT,
-    REFCOCO_PROMPT_ZH,
-    SNLI_VE_CAPTION_PROMPT,
-    SNLI_VE_PROMPT,
     OFATokenizer,
     caption_target_text,
+    strip_punctuation,
     pad_batch,
     pre_caption,
     pre_chinese,
     pre_question,
-    refcoco_source_text,
-    snli_ve_source_text,
-    vqa_source_text,
 )
 
 __all__ = [
@@ -43,18 +33,7 @@ __all__ = [
     "pre_question",
     "pre_chinese",
     "caption_target_text",
-    "refcoco_source_text",
-    "vqa_source_text",
-    "snli_ve_source_text",
-    "CAPTION_PROMPT",
-    "CAPTION_PROMPT_ZH",
-    "OCR_PROMPT",
-    "OCR_PROMPT_ZH",
-    "REFCOCO_PROMPT",
-    "REFCOCO_PROMPT_ZH",
-    "SNLI_VE_PROMPT",
-    "SNLI_VE_CAPTION_PROMPT",
-    "PROMPTS",
+    "strip_punctuation",
     "scale_box",
     "quantize_box",
     "bins_to_tokens",

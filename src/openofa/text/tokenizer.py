@@ -35,52 +35,15 @@ __all__ = [
     "pre_caption",
     "pre_question",
     "pre_chinese",
-    "refcoco_source_text",
-    "vqa_source_text",
-    "snli_ve_source_text",
     "caption_target_text",
+    "strip_punctuation",
     "pad_batch",
-    "CAPTION_PROMPT",
-    "CAPTION_PROMPT_ZH",
-    "OCR_PROMPT",
-    "OCR_PROMPT_ZH",
-    "REFCOCO_PROMPT",
-    "REFCOCO_PROMPT_ZH",
-    "SNLI_VE_PROMPT",
-    "SNLI_VE_CAPTION_PROMPT",
-    "PROMPTS",
 ]
 
 # ---------------------------------------------------------------------------------------
 # Prompts: the exact source strings of the original datasets. English ones start with a
 # space because the datasets encode them as they are; the Chinese ones do not.
 # ``{}`` is filled with the normalised text (``pre_caption``).
-
-CAPTION_PROMPT = " what does the image describe?"
-CAPTION_PROMPT_ZH = "图片描述了什么内容?"
-OCR_PROMPT = " what are the texts on the image?"
-OCR_PROMPT_ZH = "图片上的文字是什么?"
-REFCOCO_PROMPT = ' which region does the text " {} " describe?'
-REFCOCO_PROMPT_ZH = '这段文字" {} "描述的是哪个区域？'
-SNLI_VE_PROMPT = ' does the image describe " {} "?'
-SNLI_VE_CAPTION_PROMPT = ' can image and text1 " {} " imply text2 " {} "?'
-
-#: ``PROMPTS[language][task]``. VQA has no template: its source is ``' ' + question``
-#: (see :func:`vqa_source_text`).
-PROMPTS: dict[str, dict[str, str]] = {
-    "en": {
-        "caption": CAPTION_PROMPT,
-        "ocr": OCR_PROMPT,
-        "refcoco": REFCOCO_PROMPT,
-        "snli_ve": SNLI_VE_PROMPT,
-        "snli_ve_caption": SNLI_VE_CAPTION_PROMPT,
-    },
-    "zh": {
-        "caption": CAPTION_PROMPT_ZH,
-        "ocr": OCR_PROMPT_ZH,
-        "refcoco": REFCOCO_PROMPT_ZH,
-    },
-}
 
 # ---------------------------------------------------------------------------------------
 # Dataset text normalisers (data/ofa_dataset.py). Same steps in the same order, since the
@@ -133,27 +96,6 @@ def pre_chinese(text: str, max_words: int) -> str:
     return text.rstrip("\n").strip(" ")[:max_words]
 
 
-def refcoco_source_text(expression: str, max_words: int | None = 80, language: str = "en") -> str:
-    """Source text of visual grounding: the refcoco prompt around ``pre_caption(expression)``."""
-    return _prompts(language)["refcoco"].format(pre_caption(expression, max_words))
-
-
-def vqa_source_text(question: str, max_words: int | None = 128) -> str:
-    """Source text of VQA: ``' ' + pre_question(question)``, with ``?`` appended if missing."""
-    q = pre_question(question, max_words)
-    if not q.endswith("?"):
-        q = q + "?"
-    return " " + q
-
-
-def snli_ve_source_text(hypothesis: str, caption: str | None = None, max_words: int | None = 80) -> str:
-    """Source text of visual entailment (English only in the original)."""
-    hyp = pre_caption(hypothesis, max_words)
-    if caption is None:
-        return SNLI_VE_PROMPT.format(hyp)
-    return SNLI_VE_CAPTION_PROMPT.format(pre_caption(caption, max_words), hyp)
-
-
 _NO_PUNCT = str.maketrans("", "", string.punctuation)
 
 
@@ -171,11 +113,9 @@ def caption_target_text(caption: str, *, train: bool = False, max_words: int | N
     return "&&".join(c.translate(_NO_PUNCT).strip() for c in caption.strip().split("&&"))
 
 
-def _prompts(language: str) -> dict[str, str]:
-    try:
-        return PROMPTS[language]
-    except KeyError:
-        raise OFAError(f"unknown language {language!r}; expected one of {sorted(PROMPTS)}") from None
+def strip_punctuation(text: str) -> str:
+    """``text`` without ASCII punctuation (the original's caption post-processing)."""
+    return text.translate(_NO_PUNCT)
 
 
 # ---------------------------------------------------------------------------------------
