@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--to", default="ours", choices=["ours", "official", "hf"])
+    from openofa.checkpoints.formats import FORMATS
+    p.add_argument("--to", default="ours", choices=list(FORMATS), help="checkpoint format to write")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                    help="write the EMA weights (default: when the file carries them); --no-ema for the plain ones")
     return parser

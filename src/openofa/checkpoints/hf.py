@@ -11,8 +11,8 @@ HF config field names are those of the port's ``configuration_ofa.py`` (``d_mode
 ``encoder_ffn_dim``, ``max_position_embeddings``, ``normformer``, ...). That file has no switch for
 the per-head scales: its attention module always creates ``c_attn``, so ``scale_heads`` is read
 from the presence of those keys. Fields of ours that the HF config lacks (``num_bins``,
-``code_dict_size``, ``patch_image_size``, ``language``, ``unk``, ``scale_heads``) are written by
-:func:`save_hf` as extra entries (``PretrainedConfig`` keeps unknown entries as attributes) and
+``code_dict_size``, ``patch_image_size``, ``language``, ``unk``, ``scale_heads``, ``text_vocab``,
+``location_embedding_init``, and ``config.extra``) are written by :func:`save_hf` as extra entries (``PretrainedConfig`` keeps unknown entries as attributes) and
 read back when present.
 
 Positions: the port's decoder adds its absolute position embeddings to its input only when
@@ -97,8 +97,12 @@ HF_DEFAULTS: dict[str, Any] = {
     "attention_dropout": 0.0, "activation_dropout": 0.0, "encoder_drop_path_rate": 0.0,
     "decoder_drop_path_rate": 0.0, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
 }
-# our fields with no HF counterpart, stored as extra config.json entries
-OURS_EXTRA_FIELDS = ("unk", "num_bins", "code_dict_size", "patch_image_size", "language", "scale_heads")
+# our fields with no HF counterpart, stored as extra config.json entries (none changes what the
+# port's model computes: vocabulary and preprocessing facts, a training-only initialisation)
+OURS_EXTRA_FIELDS = ("unk", "num_bins", "code_dict_size", "patch_image_size", "language", "scale_heads",
+                     "text_vocab", "location_embedding_init")
+# the image trunks the port builds (all 64 planes wide)
+HF_RESNETS = ("resnet50", "resnet101", "resnet152")
 # HF settings our model implements only at these values (checked when present)
 HF_REQUIRED = {
     "scale_embedding": False,
@@ -116,6 +120,8 @@ HF_REQUIRED = {
 
 # the model's task settings (image size, mean/std, prompt type ...), an extra config.json entry
 TASK_SETTINGS_ENTRY = "openofa_task_settings"
+# the rest of config.extra, another extra entry
+EXTRA_ENTRY = "openofa_extra"
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -164,7 +170,7 @@ def config_from_hf(data: Mapping[str, Any], notes: list[str], source: str) -> OF
             continue
         for field in ours:
             try:
-                values[field] = type(values[field])(value)
+                values[field] = str(value) if values[field] is None else type(values[field])(value)
             except (TypeError, ValueError):
                 raise OFAError(f"{source}: bad value {value!r} for {hf_name}") from None
     # the port's decoder adds its input positions only when `entangle_position_embedding and not
@@ -179,20 +185,39 @@ def config_from_hf(data: Mapping[str, Any], notes: list[str], source: str) -> OF
         raise OFAError(f"{source}: {e}") from None
 
 
-def config_to_hf(config: OFAConfig) -> dict[str, Any]:
-    """The HF ``config.json`` content for ``config``."""
-    if config.scale_resids:
-        raise OFAError("the Hugging Face port has no scale_resids (w_resid); cannot write this model in its layout")
-    if config.scale_attn != config.scale_fc:
-        raise OFAError("the Hugging Face port has one 'normformer' switch for scale_attn and scale_fc; they must be equal")
-    if config.encoder_embed_dim != config.decoder_embed_dim:
-        raise OFAError("the Hugging Face port has one d_model")
-    if config.max_source_positions != config.max_target_positions:
-        raise OFAError("the Hugging Face port has one max_position_embeddings")
-    if not config.disable_entangle or config.entangle_position_embedding:
-        raise OFAError("the Hugging Face port adds no position embeddings to the decoder's or encoder's "
-                       "input (disable_entangle must be true, entangle_position_embedding false); "
-                       "cannot write this model in its layout")
+def cannot_represent(config: OFAConfig) -> str | None:
+    """Why the port's layout cannot hold ``config`` (None when it can)."""
+    c = config
+    reasons = []
+    if c.resnet_type not in HF_RESNETS:
+        reasons.append(f"resnet_type={c.resnet_type!r} (the port builds {', '.join(HF_RESNETS)})")
+    if c.resnet_width != 64:
+        reasons.append(f"resnet_width={c.resnet_width} (the port's trunk is 64 planes wide)")
+    if c.scale_resids:
+        reasons.append("scale_resids=True (the port has no w_resid)")
+    if c.scale_attn != c.scale_fc:
+        reasons.append(f"scale_attn={c.scale_attn} with scale_fc={c.scale_fc} (one 'normformer' switch for both)")
+    if c.encoder_embed_dim != c.decoder_embed_dim:
+        reasons.append("encoder_embed_dim != decoder_embed_dim (one d_model)")
+    if c.max_source_positions != c.max_target_positions:
+        reasons.append(f"max_source_positions={c.max_source_positions} with max_target_positions="
+                       f"{c.max_target_positions} (one max_position_embeddings)")
+    if not c.disable_entangle or c.entangle_position_embedding:
+        reasons.append(f"disable_entangle={c.disable_entangle}, entangle_position_embedding="
+                       f"{c.entangle_position_embedding} (the port adds no position embeddings to the "
+                       "decoder's or encoder's input: disable_entangle must be true, entangle_position_embedding false)")
+    try:
+        json.dumps(c.extra)
+    except (TypeError, ValueError) as e:
+        reasons.append(f"config.extra is not JSON-serialisable ({e})")
+    return "; ".join(reasons) or None
+
+
+def config_to_hf(config: OFAConfig, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """The HF ``config.json`` content for ``config`` (``dtype``: the weights' dtype)."""
+    reason = cannot_represent(config)
+    if reason:
+        raise OFAError(f"the Hugging Face port's layout cannot hold this model: {reason}")
     c = config
     out: dict[str, Any] = {
         "architectures": ["OFAModel"],
@@ -230,12 +255,15 @@ def config_to_hf(config: OFAConfig) -> dict[str, Any]:
         "forced_eos_token_id": c.eos,
         "is_encoder_decoder": True,
         "use_cache": True,
-        "torch_dtype": "float32",
+        "torch_dtype": str(dtype).replace("torch.", ""),
     }
     for field in OURS_EXTRA_FIELDS:
         out[field] = getattr(c, field)
     if c.extra.get("task"):
         out[TASK_SETTINGS_ENTRY] = c.extra["task"]
+    rest = {k: v for k, v in c.extra.items() if k != "task"}
+    if rest:
+        out[EXTRA_ENTRY] = rest
     return out
 
 
@@ -277,9 +305,12 @@ def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def from_hf(
-    hf_config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], *, source: str = "HF checkpoint"
+    hf_config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], *, source: str = "HF checkpoint",
+    keep_dtype: bool = False,
 ) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
-    """(config, state dict, meta) from an HF config mapping and HF-named tensors."""
+    """(config, state dict, meta) from an HF config mapping and HF-named tensors (float32 unless
+    ``keep_dtype``); the extra entries we write (:data:`TASK_SETTINGS_ENTRY`, :data:`EXTRA_ENTRY`)
+    come back in ``config.extra``."""
     notes: list[str] = []
     if tensors and all(k.startswith("model.") for k in tensors):
         tensors = {k[len("model."):]: v for k, v in tensors.items()}
@@ -293,17 +324,20 @@ def from_hf(
             if hf_name in hf_config:
                 notes.append(f"{hf_name}={hf_config[hf_name]!r} in config.json, but the tensors say {name}={inferred[name]}")
             changes[name] = inferred[name]
-    if changes:
-        config = OFAConfig(**{**config.to_dict(), **changes})
-    state_dict = finalize_state_dict(config, sd, source=source, notes=notes)
+    extra = dict(hf_config[EXTRA_ENTRY]) if isinstance(hf_config.get(EXTRA_ENTRY), dict) else {}
+    if isinstance(hf_config.get(TASK_SETTINGS_ENTRY), dict):
+        extra["task"] = dict(hf_config[TASK_SETTINGS_ENTRY])
+    if changes or extra:
+        config = OFAConfig(**{**config.to_dict(), **changes, "extra": extra})
+    state_dict = finalize_state_dict(config, sd, source=source, notes=notes, keep_dtype=keep_dtype)
     meta = {"format": "hf", "source": source, "ema": False, "notes": notes}
     if isinstance(hf_config.get(TASK_SETTINGS_ENTRY), dict):
         meta["task"] = dict(hf_config[TASK_SETTINGS_ENTRY])
     return config, state_dict, meta
 
 
-def load_hf(folder: str | Path) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
-    """Read an HF-layout folder."""
+def load_hf(folder: str | Path, *, keep_dtype: bool = False) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
+    """Read an HF-layout folder (float32 tensors unless ``keep_dtype``)."""
     folder = Path(folder)
     cfg_path = folder / "config.json"
     try:
@@ -315,7 +349,7 @@ def load_hf(folder: str | Path) -> tuple[OFAConfig, "OrderedDict[str, torch.Tens
     if not isinstance(hf_config, dict) or not is_hf_config(hf_config):
         raise OFAError(f"{cfg_path}: not an OFA Hugging Face config (no model_type 'ofa')")
     tensors, weight_name = read_hf_weights(folder)
-    config, sd, meta = from_hf(hf_config, tensors, source=str(folder / weight_name))
+    config, sd, meta = from_hf(hf_config, tensors, source=str(folder / weight_name), keep_dtype=keep_dtype)
     meta["source"] = str(folder)
     meta["weights_file"] = weight_name
     return config, sd, meta
@@ -323,7 +357,8 @@ def load_hf(folder: str | Path) -> tuple[OFAConfig, "OrderedDict[str, torch.Tens
 
 def hf_state_dict(config: OFAConfig, state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
     """Our state dict renamed to the HF port's names, computed buffers included."""
-    full = with_computed_buffers(config, finalize_state_dict(config, state_dict, source="state dict to save"))
+    full = with_computed_buffers(
+        config, finalize_state_dict(config, state_dict, source="state dict to save", keep_dtype=True))
     return OrderedDict((hf, full[ours]) for ours, hf in hf_key_table(config).items())
 
 
@@ -336,8 +371,9 @@ def save_hf(
     versions do for tied weights."""
     if weights not in ("bin", "safetensors", "both"):
         raise OFAError(f"weights must be 'bin', 'safetensors' or 'both', not {weights!r}")
-    hf_config = config_to_hf(config)
+    config_to_hf(config)  # refuses a model the layout cannot hold before the tensors are touched
     tensors = hf_state_dict(config, state_dict)
+    hf_config = config_to_hf(config, tensors[EMBED_KEY].dtype)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if weights in ("bin", "both"):

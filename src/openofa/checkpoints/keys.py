@@ -303,12 +303,14 @@ def finalize_state_dict(
     source: str = "state dict",
     notes: list[str] | None = None,
     check_computed: bool = True,
+    keep_dtype: bool = False,
 ) -> "OrderedDict[str, torch.Tensor]":
     """Bring a state dict with official names into our canonical form, or fail.
 
     Computed buffers are checked (when present) and dropped; missing tied keys are filled from
     ``encoder.embed_tokens.weight`` and present ones must hold the same values; tensors are
-    detached and moved to the CPU, floating ones become float32; the key set and every shape
+    detached and moved to the CPU, floating ones become float32 (``keep_dtype=True``: they keep
+    their dtype, as the format writers and the registry's readers need); the key set and every shape
     must be exactly those of ``config``. The result is in the original's key order with the
     three tied keys sharing one tensor.
     """
@@ -366,7 +368,7 @@ def finalize_state_dict(
             out[k] = converted[id(v)]
             continue
         new = v.detach().cpu()
-        if new.is_floating_point() and new.dtype != torch.float32:
+        if new.is_floating_point() and new.dtype != torch.float32 and not keep_dtype:
             cast.add(str(new.dtype).replace("torch.", ""))
             new = new.float()
         elif key_dtype(k) == torch.int64 and new.dtype != torch.int64:
@@ -374,6 +376,25 @@ def finalize_state_dict(
         converted[id(v)] = new
         out[k] = new
     if cast:
+        notes.append(f"cast {', '.join(sorted(cast))} tensors to float32")
+    return out
+
+
+def as_float32(state_dict: Mapping[str, torch.Tensor], notes: list[str] | None = None) -> "OrderedDict[str, torch.Tensor]":
+    """``state_dict`` with its floating tensors in float32 (tied keys stay one tensor); the cast
+    dtypes are recorded in ``notes``."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    converted: dict[int, torch.Tensor] = {}
+    cast: set[str] = set()
+    for k, v in state_dict.items():
+        if id(v) not in converted:
+            if v.is_floating_point() and v.dtype != torch.float32:
+                cast.add(str(v.dtype).replace("torch.", ""))
+                converted[id(v)] = v.float()
+            else:
+                converted[id(v)] = v
+        out[k] = converted[id(v)]
+    if cast and notes is not None:
         notes.append(f"cast {', '.join(sorted(cast))} tensors to float32")
     return out
 

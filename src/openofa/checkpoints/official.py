@@ -8,11 +8,15 @@ silently fill missing keys with freshly initialised tensors; here a checkpoint t
 its config is an error.
 
 Writing (:func:`save_official`) produces the same layout, including the computed index buffers
-the original's constructors create, so the original code (or this loader) can read it back.
+the original's constructors create, so the original code (or this loader) can read it back. What
+the original's ``cfg`` has no argument for but changes no tensor (``location_embedding_init``,
+``text_vocab``, ``config.extra``) goes into a top-level ``openofa`` entry; a model the original
+cannot build (another image trunk, other special token ids) is refused (:func:`cannot_represent`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import OrderedDict
@@ -147,14 +151,16 @@ def evaluated_with_ema(ckpt: Mapping) -> bool:
 
 
 def from_official(
-    ckpt: Any, *, ema: bool | None = False, source: str = "checkpoint"
+    ckpt: Any, *, ema: bool | None = False, source: str = "checkpoint", keep_dtype: bool = False
 ) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
     """(config, state dict, meta) from a loaded official checkpoint (or a bare state dict).
 
     ``ema=True`` takes the EMA copy ``extra_state['ema']``, as the original's ``--ema-eval``
     does; ``ema=None`` takes it when the file carries one (:func:`evaluated_with_ema`). The
     state dict has our model's keys (official names, computed buffers dropped, the
-    three tied embedding keys sharing one float32 tensor).
+    three tied embedding keys sharing one float32 tensor; ``keep_dtype`` keeps the stored dtype).
+    A file written by :func:`save_official` may carry an ``openofa`` entry (:data:`OPENOFA_ENTRY`):
+    the config fields the original's ``cfg`` has no argument for, and ``config.extra``.
     """
     if not isinstance(ckpt, Mapping):
         raise OFAError(f"{source}: expected a checkpoint dict, found {type(ckpt).__name__}")
@@ -192,20 +198,58 @@ def from_official(
     if EMBED_KEY not in sd and "decoder.embed_tokens.weight" not in sd:
         raise OFAError(f"{source}: state dict has no token embedding ({EMBED_KEY})")
     config = config_from_hyperparameters(model_cfg, task_cfg, inferred, notes, source)
-    state_dict = finalize_state_dict(config, sd, source=source, notes=notes)
+    if origin != "none":
+        config = _with_openofa_entry(config, ckpt.get(OPENOFA_ENTRY), source)
+    state_dict = finalize_state_dict(config, sd, source=source, notes=notes, keep_dtype=keep_dtype)
     meta["arch"] = model_cfg.get("_name") or model_cfg.get("arch")
     meta["hyperparameters_from"] = origin
-    meta["task"] = task_settings(task_cfg, model_cfg, source)
+    if origin != "none" and ckpt.get(OPENOFA_ENTRY) is not None:
+        # written by us: cfg['task'] is the model's settings plus the original's defaults, and the
+        # model's own settings are back in config.extra
+        own = config.extra.get("task")
+        meta["task"] = task_settings(own if isinstance(own, Mapping) else {}, {}, source)
+    else:
+        meta["task"] = task_settings(task_cfg, model_cfg, source)
     return config, state_dict, meta
 
 
-def load_official(path: str | Path, *, ema: bool | None = False) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
+def _with_openofa_entry(config: OFAConfig, entry: Any, source: str) -> OFAConfig:
+    """``config`` with what :func:`save_official` stored beside the original's ``cfg``."""
+    if entry is None:
+        return config
+    entry = to_plain(entry)
+    if not isinstance(entry, Mapping):
+        raise OFAError(f"{source}: '{OPENOFA_ENTRY}' entry is a {type(entry).__name__}, not a dict")
+    fields = entry.get("fields") or {}
+    extra = entry.get("extra") or {}
+    unknown = sorted(set(fields) - set(OPENOFA_FIELDS)) if isinstance(fields, Mapping) else None
+    if unknown is None or unknown or not isinstance(extra, Mapping):
+        what = f"unknown field(s) {', '.join(unknown)}" if unknown else "malformed"
+        raise OFAError(f"{source}: '{OPENOFA_ENTRY}' entry is {what}")
+    try:
+        return OFAConfig(**{**config.to_dict(), **dict(fields), "extra": dict(extra)})
+    except OFAError as e:
+        raise OFAError(f"{source}: {e}") from None
+
+
+def load_official(path: str | Path, *, ema: bool | None = False,
+                  keep_dtype: bool = False) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
     """Read an official ``.pt`` file through the safe unpickler (see :func:`from_official`)."""
     ckpt = load_pt(path)
-    return from_official(ckpt, ema=ema, source=str(path))
+    return from_official(ckpt, ema=ema, source=str(path), keep_dtype=keep_dtype)
 
 
 # ---- writing ----------------------------------------------------------------------------------
+
+#: top-level entry of the files we write holding what the original's cfg has no argument for
+#: (the original's loader ignores unknown top-level entries)
+OPENOFA_ENTRY = "openofa"
+#: config fields stored in that entry: they change no tensor shape and nothing the original computes
+OPENOFA_FIELDS = ("location_embedding_init", "text_vocab")
+#: image trunks the original builds (its --resnet-type choices, all 64 planes wide)
+ORIGINAL_RESNETS = ("resnet50", "resnet101", "resnet152")
+#: the special token ids of every dictionary the original builds
+ORIGINAL_SPECIALS = {"bos": 0, "pad": 1, "eos": 2, "unk": 3}
 
 _SIZES = ("tiny", "medium", "base", "large", "huge")
 _SHAPE_FIELDS = (
@@ -297,6 +341,30 @@ def task_hyperparameters(config: OFAConfig) -> dict[str, Any]:
     }
 
 
+def cannot_represent(config: OFAConfig) -> str | None:
+    """Why the official layout cannot hold ``config`` (None when it can): the original has no
+    argument for the field, and the file would load back as a different model."""
+    reasons = []
+    if config.resnet_type not in ORIGINAL_RESNETS:
+        reasons.append(f"resnet_type={config.resnet_type!r} (the original builds {', '.join(ORIGINAL_RESNETS)})")
+    if config.resnet_width != 64:
+        reasons.append(f"resnet_width={config.resnet_width} (the original's trunk is 64 planes wide)")
+    specials = [f"{k}={getattr(config, k)}" for k, v in ORIGINAL_SPECIALS.items() if getattr(config, k) != v]
+    if specials:
+        reasons.append(f"{', '.join(specials)} (the original's dictionaries have bos=0, pad=1, eos=2, unk=3)")
+    task = config.extra.get("task") if isinstance(config.extra.get("task"), Mapping) else {}
+    written = task_hyperparameters(config)
+    for name in ("patch_image_size", "num_bins", "code_dict_size", "bpe"):
+        if name in task and task[name] != written[name]:
+            reasons.append(f"task setting {name}={task[name]!r} differs from the model's {written[name]!r} "
+                           "(cfg['task'] holds one value)")
+    try:
+        json.dumps(config.extra)
+    except (TypeError, ValueError) as e:
+        reasons.append(f"config.extra is not plain data ({e})")
+    return "; ".join(reasons) or None
+
+
 def _scalars(settings: Any) -> dict[str, Any]:
     """The plain-valued entries of a model's task settings (what ``cfg['task']`` can hold)."""
     if not isinstance(settings, Mapping):
@@ -312,7 +380,8 @@ def build_official(
     task: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The dict :func:`save_official` writes: the original trainer's checkpoint layout."""
-    model = with_computed_buffers(config, finalize_state_dict(config, state_dict, source="state dict to save"))
+    model = with_computed_buffers(
+        config, finalize_state_dict(config, state_dict, source="state dict to save", keep_dtype=True))
     zh = config.language == "zh"
     cfg = {
         "_name": None,
@@ -334,8 +403,11 @@ def build_official(
     }
     if ema_state_dict is not None:
         extra_state["ema"] = with_computed_buffers(
-            config, finalize_state_dict(config, ema_state_dict, source="EMA state dict to save")
+            config, finalize_state_dict(config, ema_state_dict, source="EMA state dict to save", keep_dtype=True)
         )
+    default = OFAConfig()
+    ours = {name: getattr(config, name) for name in OPENOFA_FIELDS if getattr(config, name) != getattr(default, name)}
+    entry = {OPENOFA_ENTRY: {"fields": ours, "extra": dict(config.extra)}} if ours or config.extra else {}
     return {
         "args": None,
         "cfg": cfg,
@@ -349,6 +421,7 @@ def build_official(
         }],
         "task_state": {},
         "extra_state": extra_state,
+        **entry,
     }
 
 

@@ -57,8 +57,9 @@ def config_from_json(data: Mapping[str, Any], source: str) -> OFAConfig:
 def save_pretrained(folder: str | Path, config: OFAConfig, state_dict: Mapping[str, torch.Tensor],
                     dtype: torch.dtype | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` into ``folder`` (created if needed).
-    ``dtype`` (e.g. ``torch.float16``) stores floating tensors smaller; loading returns float32."""
-    sd = finalize_state_dict(config, state_dict, source="state dict to save")
+    Tensors keep their dtype unless ``dtype`` (e.g. ``torch.float16``) says otherwise for the
+    floating ones; :func:`load_pretrained` returns float32 unless asked to keep the stored dtypes."""
+    sd = finalize_state_dict(config, state_dict, source="state dict to save", keep_dtype=True)
     text = config_to_json(config)
     tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in sd.items() if k not in TIED_KEYS}
@@ -96,10 +97,11 @@ def read_config(path: Path) -> dict:
 
 
 def load_pretrained(
-    folder: str | Path, *, weights: str | Path | None = None
+    folder: str | Path, *, weights: str | Path | None = None, keep_dtype: bool = False
 ) -> tuple[OFAConfig, "OrderedDict[str, torch.Tensor]", dict]:
     """(config, state dict, meta) from a folder written by :func:`save_pretrained`
-    (``weights`` may name another ``.safetensors`` file to read with that folder's config)."""
+    (``weights`` may name another ``.safetensors`` file to read with that folder's config;
+    ``keep_dtype`` returns the tensors in their stored dtype instead of float32)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -113,5 +115,5 @@ def load_pretrained(
     except (SafetensorError, OSError, ValueError) as e:
         raise OFAError(f"{wpath}: cannot read safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     notes: list[str] = []
-    sd = finalize_state_dict(config, tensors, source=str(wpath), notes=notes)
+    sd = finalize_state_dict(config, tensors, source=str(wpath), notes=notes, keep_dtype=keep_dtype)
     return config, sd, {"format": "ours", "source": str(folder), "ema": False, "notes": notes}
