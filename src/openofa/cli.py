@@ -222,22 +222,6 @@ def _format(cmd: str, result: dict[str, Any]) -> str:
     return result["label"]
 
 
-def draw_box(image_path: str, box: list[float] | None, out_path: Path, label: str = "") -> None:
-    from PIL import ImageDraw
-
-    from openofa.vision.io import load_image
-
-    img = load_image(image_path).copy()
-    if box is not None:
-        draw = ImageDraw.Draw(img)
-        width = max(2, round(min(img.size) / 100))
-        draw.rectangle(box, outline=(255, 0, 0), width=width)
-        if label:
-            draw.text((box[0] + width, box[1] + width), label, fill=(255, 0, 0))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(out_path)
-
-
 def run_task(args: argparse.Namespace) -> int:
     from openofa.api import OFA
 
@@ -262,6 +246,8 @@ def run_task(args: argparse.Namespace) -> int:
         if cmd == "ground" and args.draw:
             src = item.get("image")
             out = Path(args.draw) / (Path(item["_name"]).stem + "_box.png")
+            from openofa.vision.draw import draw_box
+
             draw_box(src, res["box"], out, item.get("text", ""))
             res = {**res, "drawn": str(out)}
         if args.json:

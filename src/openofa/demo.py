@@ -41,7 +41,7 @@ def recipe_checkpoint(size: str = "tiny") -> Path:
 
 def run_demo(model: str | None, out_dir: str, dtype: str = "fp32") -> int:
     from openofa.api import OFA
-    from openofa.cli import draw_box
+    from openofa.vision.draw import draw_box
 
     out = Path(out_dir)
     image = example_image(out / "example.png")
