@@ -206,7 +206,7 @@ def test_embedding_head_trains_the_patch_and_token_embeddings(tmp_path):
                                "run_dir": str(run), "precision": "fp32"})
     out = pretrain_trunk(cfg)
     assert out["log"][-1]["loss"] < 0.7 * out["log"][0]["loss"]
-    from openofa.train.cli import build_model_for
+    from openofa.train.model import build_model_for
 
     torch.manual_seed(0)  # the stage's seed: the weights it started from
     sd0 = build_model_for(cfg).state_dict()

@@ -244,7 +244,7 @@ def pretrain_trunk(cfg, image_cache=None) -> dict[str, Any]:
     """Run a ``task: trunk`` stage (see the module docstring). Returns a summary like the
     trainer's, with ``log``: the mean losses and accuracies of every ``log_every`` updates."""
     from openofa.checkpoints import save_pretrained
-    from openofa.train.cli import build_model_for
+    from openofa.train.model import build_model_for
     from openofa.train.optim import PolynomialDecaySchedule, build_optimizer, warmup_steps
 
     run_dir = Path(cfg.run_dir)
