@@ -1,5 +1,5 @@
 """Training from a config: build the model and the datasets it names, pick its validation, and run
-the trainer (or the trunk pretraining of ``task: trunk``)."""
+the trainer (or the initialisation hook its ``task`` names, :mod:`openofa.train.extensions`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dataclasses
 import sys
 
 from openofa.train.datasets import build_datasets
+from openofa.train.extensions import initialisation_for
 from openofa.train.model import build_model_for
 from openofa.train.validate import task_evaluate
 
@@ -26,10 +27,9 @@ def run(cfg, *, evaluate=None, hooks=(), feature_memory=None, image_memory=None)
 
         images = image_memory if image_memory is not None else DecodedImages()
         images.resize(cfg.image_cache_mb)
-    if cfg.task == "trunk":  # the image trunk alone (openofa.train.trunk), before the distributed setup
-        from openofa.train.trunk import pretrain_trunk
-
-        return pretrain_trunk(cfg, image_cache=images)
+    initialise = initialisation_for(cfg.task)
+    if initialise is not None:  # a stage that prepares the model (openofa.train.extensions), before the distributed setup
+        return initialise(cfg, image_cache=images)
     info = init_distributed(cfg.device, need_group=cfg.parallel == "fsdp")
     try:
         model = build_model_for(cfg)

@@ -28,6 +28,9 @@ the original's TSV; ``ofa scenes`` writes ``detection.jsonl``). Images are resiz
 ``warmup_updates``, ``weight_decay``, ``adam_betas``, ``clip_norm``, ``precision``,
 ``num_workers``, ``seed``, ``log_every``, ``run_dir``. It runs in one process; under ``torchrun``
 the other processes wait for its result.
+
+``task: trunk`` reaches :func:`pretrain_trunk` through the initialisation hook that
+:mod:`openofa.mini` registers (:mod:`openofa.train.extensions`).
 """
 
 from __future__ import annotations
