@@ -28,7 +28,7 @@ def run(cfg, *, evaluate=None, hooks=(), feature_memory=None, image_memory=None)
         images = image_memory if image_memory is not None else DecodedImages()
         images.resize(cfg.image_cache_mb)
     initialise = initialisation_for(cfg.task)
-    if initialise is not None:  # a stage that prepares the model (openofa.train.extensions), before the distributed setup
+    if initialise is not None:  # a stage that prepares the model, run before the distributed setup
         return initialise(cfg, image_cache=images)
     info = init_distributed(cfg.device, need_group=cfg.parallel == "fsdp")
     try:
