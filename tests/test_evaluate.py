@@ -8,7 +8,7 @@ import pytest
 
 from openofa.cli import main
 from openofa.evaluate import evaluate
-from openofa.scenes import write_dataset
+from openofa.mini.scenes import write_dataset
 
 
 class Oracle:

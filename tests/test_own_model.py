@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from openofa.scenes import write_dataset
+from openofa.mini.scenes import write_dataset
 from openofa.weights import bundled_model
 
 # the project's targets for its own model (measured on these 60 scenes: VQA 0.9006, Acc@0.5 0.870,

@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert":
             return run_convert(args)
         if args.command == "scenes":
-            from openofa.scenes import write_dataset
+            from openofa.mini.scenes import write_dataset
 
             files = write_dataset(args.out, n=args.n, seed=args.seed, questions=args.questions,
                                   image_size=args.image_size)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             return run_eval(args)
         if args.command == "demo":
-            from openofa.demo import run_demo
+            from openofa.mini.demo import run_demo
 
             return run_demo(args.model, args.out, args.dtype)
         return run_task(args)

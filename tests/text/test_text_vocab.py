@@ -8,7 +8,8 @@ import pytest
 
 from openofa.config import get_config
 from openofa.errors import OFAError
-from openofa.scenes import make_scene, scene_texts, text_vocabulary_lines
+from openofa.mini.scenes import make_scene
+from openofa.mini.vocab import scene_texts, text_vocabulary_lines
 from openofa.text.dictionary import UNK, Dictionary, text_vocab_path
 from openofa.tasks.caption import PROMPT as CAPTION_PROMPT
 from openofa.tasks.grounding import PROMPT as REFCOCO_PROMPT

@@ -90,7 +90,7 @@ def test_two_processes_match_one(reference, parallel):
 
 def test_grounding_attention_loss_under_ddp_matches_one_process(tmp_path):
     """The attention loss and its logged mass are summed over both processes like the tokens."""
-    from openofa.scenes import write_dataset
+    from openofa.mini.scenes import write_dataset
     from openofa.train.cli import main
 
     files = write_dataset(tmp_path / "data", n=4, seed=2001)

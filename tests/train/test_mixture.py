@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from openofa.config import get_config
-from openofa.scenes import write_dataset
-from openofa.train.cli import build_datasets
+from openofa.mini.scenes import write_dataset
+from openofa.train.datasets import build_datasets
 from openofa.train.recipe import TrainConfig
 
 
@@ -38,7 +38,7 @@ def test_pretraining_mixture_trains(tmp_path):
 
     from PIL import Image
 
-    from openofa.train.cli import run
+    from openofa.train.run import run
 
     def png(size, color):
         buf = io.BytesIO()

@@ -12,7 +12,7 @@ import torch
 
 from openofa.errors import OFAError
 from openofa.generation import score_candidates
-from openofa.scenes import write_dataset
+from openofa.mini.scenes import write_dataset
 from openofa.train.recipe import TrainConfig
 from openofa.train.scst import CiderReward, SelfCriticalCriterion, leave_one_out_advantages, reward_text
 
@@ -177,7 +177,7 @@ def own_captions(tmp_path_factory):
 
     from openofa.data import build_dataset
     from openofa.generation import SequenceGenerator
-    from openofa.train.cli import build_model_for
+    from openofa.train.model import build_model_for
     from openofa.train.recipe import config_from_mapping
 
     folder = tmp_path_factory.mktemp("scst")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from openofa.scenes import write_dataset
-from openofa.train.cli import task_evaluate
+from openofa.mini.scenes import write_dataset
 from openofa.train.recipe import TrainConfig
+from openofa.train.validate import task_evaluate
 
 
 def test_task_evaluate_reports_the_recipes_metric(tmp_path, tiny_model):

@@ -175,7 +175,8 @@ def test_finetuning_a_released_file_trains_the_model_it_describes(tmp_path):
               "batch_size": 2, "data": {"num_examples": 4, "image_size": 0}, "validate_every_epochs": 0,
               "progress": False, "tensorboard": False, "model_config": shape}
     (tmp_path / "r.json").write_text(json.dumps(recipe))
-    from openofa.train.cli import build_model_for, main
+    from openofa.train.cli import main
+    from openofa.train.model import build_model_for
     from openofa.train.recipe import config_from_mapping
 
     model = build_model_for(config_from_mapping(recipe))

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from openofa.scenes import write_dataset
-from openofa.train.cli import run, task_evaluate
+from openofa.mini.scenes import write_dataset
 from openofa.train.recipe import TrainConfig
+from openofa.train.run import run
+from openofa.train.validate import task_evaluate
 
 SMALL = {"encoder_layers": 1, "decoder_layers": 1}
 

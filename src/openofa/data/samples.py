@@ -18,7 +18,7 @@ A sample is a dict::
 
 plus ``conf`` (VQA: confidence of the trained answer) and ``w_resize_ratio``,
 ``h_resize_ratio``, ``region_coord``, ``attend_box`` (grounding; the last is the box in the
-pixels of ``patch_image``, for :mod:`openofa.train.box_attention`; VQA rows with a ``box`` have
+pixels of ``patch_image``, for :mod:`openofa.mini.box_attention`; VQA rows with a ``box`` have
 it too). With a candidate answer list
 (``ans2label_file`` / ``ans2label_dict``; VQA, entailment, classification, GLUE) also
 ``constraint_mask``: bool (len(target), vocab), the tokens the answer list allows at each answer

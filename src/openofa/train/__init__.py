@@ -26,7 +26,7 @@ def __getattr__(name):  # the trainer pulls in the model; keep `import openofa.t
 
         return Trainer
     if name == "run":
-        from openofa.train.cli import run
+        from openofa.train.run import run
 
         return run
     raise AttributeError(f"module 'openofa.train' has no attribute {name!r}")

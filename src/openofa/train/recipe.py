@@ -85,8 +85,9 @@ class TrainConfig:
     drop_worst_ratio: float = 0.0
     drop_worst_after: int = 0
     constraint_range: str | None = None
-    # grounding: a loss on one decoder layer's cross-attention at the first box token, pulling it
-    # onto the box's patches (openofa.train.box_attention; not in the original); 0 = off
+    # keys of the box_attention criterion hook (openofa.mini.box_attention, registered through
+    # openofa.train.extensions; not in the original): a loss on one decoder layer's cross-attention
+    # at the first box token, pulling it onto the box's patches; 0 = off
     box_attention_weight: float = 0.0
     box_attention_layer: int = -1
     box_attention_steps: int = 1  # the first N location tokens (1-4)
@@ -157,14 +158,9 @@ class TrainConfig:
             raise bad("image_feature_cache_mb", f"must be >= 0, got {self.image_feature_cache_mb}")
         if self.image_feature_cache_mb and not self.freeze_resnet:
             raise bad("image_feature_cache_mb", "needs freeze_resnet: true (a trunk that trains changes its features)")
-        if self.box_attention_weight < 0:
-            raise bad("box_attention_weight", f"must be >= 0, got {self.box_attention_weight}")
-        if not 1 <= self.box_attention_steps <= 4:
-            raise bad("box_attention_steps", f"must be 1 to 4 (the box's location tokens), got {self.box_attention_steps}")
-        if self.box_attention_cells not in ("box", "centre"):
-            raise bad("box_attention_cells", f"must be box or centre, got {self.box_attention_cells!r}")
-        if self.box_attention_weight and self.criterion != "label_smoothed_cross_entropy":
-            raise bad("box_attention_weight", f"adds to the cross-entropy; criterion {self.criterion} has none")
+        from openofa.train.extensions import check_config
+
+        check_config(self, bad)  # the keys read by criterion hooks (box_attention_*)
         if self.max_epoch == 0 and self.max_update == 0:
             raise bad("max_epoch", "set max_epoch or max_update (both are 0)")
         if self.lr <= 0:

@@ -109,18 +109,19 @@ class _Accum:
 def build_criterion(cfg: TrainConfig, model_config, train_data: Any,
                     cross_entropy: LabelSmoothedCrossEntropy | None = None):
     """The training criterion a config names: ``label_smoothed_cross_entropy`` (default) or
-    ``scst`` (self-critical CIDEr optimisation, :mod:`openofa.train.scst`)."""
+    ``scst`` (self-critical CIDEr optimisation, :mod:`openofa.train.scst`). The cross-entropy goes
+    through every registered criterion hook, which adds its loss terms when the config turns it
+    on (:mod:`openofa.train.extensions`)."""
     if cfg.criterion == "scst":
         from openofa.train.scst import SelfCriticalCriterion
 
         return SelfCriticalCriterion.from_config(cfg, model_config, train_data)
-    ce = cross_entropy if cross_entropy is not None else cross_entropy_for(cfg, model_config)
-    if cfg.box_attention_weight:
-        from openofa.train.box_attention import BoxAttentionLoss
+    from openofa.train.extensions import criterion_hooks
 
-        return BoxAttentionLoss(ce, cfg.box_attention_weight, cfg.box_attention_layer, cfg.box_attention_steps,
-                                cfg.box_attention_cells)
-    return ce
+    criterion = cross_entropy if cross_entropy is not None else cross_entropy_for(cfg, model_config)
+    for hook in criterion_hooks():
+        criterion = hook.extend(cfg, model_config, criterion)
+    return criterion
 
 
 def cross_entropy_for(cfg: TrainConfig, model_config) -> LabelSmoothedCrossEntropy:

@@ -1,41 +1,18 @@
-"""The project's own small model, shipped inside the package.
+"""The model shipped inside the package, used when no model is given (``openofa.load()``, ``ofa``).
 
-``mini/`` holds ``config.json`` + ``model.safetensors`` (float16, under 15 MB) of the ``mini`` size
-trained by ``recipes/scenes_mini.yaml`` on procedural scenes (``openofa.scenes``). It is what
-``openofa.load()`` and every ``ofa`` command use when no model is given.
+``mini/`` holds ``config.json`` + ``model.safetensors`` (float16, under 15 MB): the project's own
+small model (:mod:`openofa.mini`; :func:`openofa.mini.weights.export_bundled` writes it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+__all__ = ["BUNDLED", "bundled_model"]
 
 BUNDLED = Path(__file__).resolve().parent / "mini"
-
-#: inference settings the small model was trained with (saved into its config.extra["task"])
-MINI_TASK_SETTINGS = {
-    "patch_image_size": 128,
-    "max_image_size": 128,
-    "prompt_type": "prev_output",
-    "ground_prompt_type": "prev_output",
-    "generation": {"caption": {"max_len_b": 40}},
-}
 
 
 def bundled_model() -> Path | None:
     """Folder of the bundled model, or None if this installation has none."""
     return BUNDLED if (BUNDLED / "model.safetensors").is_file() else None
-
-
-def export_bundled(run_folder: str | Path, out: str | Path = BUNDLED) -> Path:
-    """Copy trained weights (a run's ``final/`` folder, our format) into the package as float16,
-    with the task settings the model was trained with."""
-    import dataclasses
-
-    from openofa.checkpoints import load_checkpoint, save_pretrained
-
-    config, state_dict, _ = load_checkpoint(run_folder)
-    extra = {**config.extra, "task": MINI_TASK_SETTINGS}
-    config = dataclasses.replace(config, extra=extra, patch_image_size=MINI_TASK_SETTINGS["patch_image_size"])
-    return save_pretrained(out, config, state_dict, dtype=torch.float16)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from openofa.scenes import COLORS, make_scene, write_dataset
+from openofa.mini.scenes import COLORS, make_scene, write_dataset
 
 
 def test_same_seed_same_scene_different_seed_different_scene():

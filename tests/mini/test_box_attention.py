@@ -11,10 +11,10 @@ import torch
 
 from openofa.config import get_config
 from openofa.errors import OFAError
+from openofa.mini.box_attention import BoxAttentionLoss, box_cells
+from openofa.mini.scenes import write_dataset
 from openofa.model import build_model
-from openofa.scenes import write_dataset
-from openofa.train.box_attention import BoxAttentionLoss, box_cells
-from openofa.train.cli import build_datasets
+from openofa.train.datasets import build_datasets
 from openofa.train.loss import LabelSmoothedCrossEntropy
 from openofa.train.recipe import TrainConfig
 from openofa.train.trainer import Trainer

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from openofa.errors import OFAError
-from openofa.scenes import make_scene, write_dataset
-from openofa.train.trunk import BOX_UNIT, STRIDE, TrunkTargets, _iou
+from openofa.mini.scenes import make_scene, write_dataset
+from openofa.mini.trunk import BOX_UNIT, STRIDE, TrunkTargets, _iou
 
 
 def _write_detection(tmp_path, objects, size=64):
@@ -57,7 +57,7 @@ def test_the_smaller_box_owns_a_shared_cell_and_boxes_scale_with_the_image(tmp_p
 def test_box_cells_cover_the_object_and_the_smaller_box_keeps_its_cells(tmp_path):
     # 64 px, 4x4 grid of 16-px cells (centres 8, 24, 40, 56): the big box covers cell centres
     # x, y in {8, 24, 40}; the small one (centre 28, 28) owns cell (1, 1) and the cell of its centre
-    from openofa.train.trunk import box_bins
+    from openofa.mini.trunk import box_bins
 
     objects = [[2.0, 2.0, 46.0, 46.0, 0, "large red square"], [20.0, 20.0, 36.0, 36.0, 1, "small blue star"]]
     path = _write_detection(tmp_path, objects)
@@ -141,7 +141,7 @@ def test_trunk_stage_trains_only_the_trunk_and_the_next_stage_starts_from_it(tmp
 def test_trunk_loss_falls(tmp_path):
     """A few updates on the same 16 scenes lower the dense loss (the head and trunk learn)."""
     from openofa.train.recipe import config_from_mapping
-    from openofa.train.trunk import pretrain_trunk
+    from openofa.mini.trunk import pretrain_trunk
 
     files = write_dataset(tmp_path / "scenes", n=16, seed=300, image_size=64)
     cfg = config_from_mapping({"task": "trunk", "model": "mini", "train_data": str(files["detection"]),
@@ -159,7 +159,7 @@ def test_loader_workers_do_not_change_the_trained_trunk(tmp_path):
     the very same weights; the loader's per-epoch worker seeds must not move the sampler."""
     from openofa.checkpoints import load_checkpoint
     from openofa.train.recipe import config_from_mapping
-    from openofa.train.trunk import pretrain_trunk
+    from openofa.mini.trunk import pretrain_trunk
 
     files = write_dataset(tmp_path / "scenes", n=12, seed=300, image_size=64)
     weights = []
@@ -176,7 +176,7 @@ def test_loader_workers_do_not_change_the_trained_trunk(tmp_path):
 
 def test_box_bins_quantize_like_the_grounding_targets(tmp_path):
     from openofa.text.locations import quantize_box
-    from openofa.train.trunk import box_bins
+    from openofa.mini.trunk import box_bins
 
     objects = [[3.0, 5.0, 40.0, 30.0, 0, "large red circle"], [50.0, 44.0, 62.5, 63.0, 1, "small blue star"]]
     ds = TrunkTargets(_write_detection(tmp_path, objects), 64)
@@ -196,7 +196,7 @@ def test_embedding_head_trains_the_patch_and_token_embeddings(tmp_path):
     token rows stay as initialised."""
     from openofa.checkpoints import load_checkpoint
     from openofa.train.recipe import config_from_mapping
-    from openofa.train.trunk import pretrain_trunk
+    from openofa.mini.trunk import pretrain_trunk
 
     files = write_dataset(tmp_path / "scenes", n=16, seed=300, image_size=64)
     run = tmp_path / "run"
@@ -206,7 +206,7 @@ def test_embedding_head_trains_the_patch_and_token_embeddings(tmp_path):
                                "run_dir": str(run), "precision": "fp32"})
     out = pretrain_trunk(cfg)
     assert out["log"][-1]["loss"] < 0.7 * out["log"][0]["loss"]
-    from openofa.train.cli import build_model_for
+    from openofa.train.model import build_model_for
 
     torch.manual_seed(0)  # the stage's seed: the weights it started from
     sd0 = build_model_for(cfg).state_dict()

@@ -28,6 +28,9 @@ the original's TSV; ``ofa scenes`` writes ``detection.jsonl``). Images are resiz
 ``warmup_updates``, ``weight_decay``, ``adam_betas``, ``clip_norm``, ``precision``,
 ``num_workers``, ``seed``, ``log_every``, ``run_dir``. It runs in one process; under ``torchrun``
 the other processes wait for its result.
+
+``task: trunk`` reaches :func:`pretrain_trunk` through the initialisation hook that
+:mod:`openofa.mini` registers (:mod:`openofa.train.extensions`).
 """
 
 from __future__ import annotations
@@ -244,7 +247,7 @@ def pretrain_trunk(cfg, image_cache=None) -> dict[str, Any]:
     """Run a ``task: trunk`` stage (see the module docstring). Returns a summary like the
     trainer's, with ``log``: the mean losses and accuracies of every ``log_every`` updates."""
     from openofa.checkpoints import save_pretrained
-    from openofa.train.cli import build_model_for
+    from openofa.train.model import build_model_for
     from openofa.train.optim import PolynomialDecaySchedule, build_optimizer, warmup_steps
 
     run_dir = Path(cfg.run_dir)

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 def example_image(path: Path) -> Path:
     """A scene like the training data: a large red square and a large blue circle."""
-    from openofa.scenes import COLORS
+    from openofa.mini.scenes import COLORS
 
     img = Image.new("RGB", (256, 256), (214, 206, 190))
     draw = ImageDraw.Draw(img)

@@ -81,7 +81,7 @@ class Scene:
                 qa.append((f"what color is the {kind}?", same[0].color, same[0]))
                 qa.append((f"is the {kind} on the left or on the right?", _side(same[0], w), same[0]))
             n = len(same)
-            qa.append((f"how many {_plural(kind)} are there?", NUMBER_WORDS[n], None))
+            qa.append((f"how many {plural(kind)} are there?", NUMBER_WORDS[n], None))
         for color in sorted({s.color for s in self.shapes}):
             same = self._unique(lambda s: s.color == color)
             if len(same) == 1:
@@ -120,7 +120,7 @@ def _scaled(box, sx: float, sy: float) -> list[float]:
     return [round(v * f, 2) for v, f in zip(box, (sx, sy, sx, sy))]
 
 
-def _plural(kind: str) -> str:
+def plural(kind: str) -> str:
     return kind + "es" if kind.endswith("s") else kind + "s"
 
 
@@ -211,39 +211,6 @@ def make_scene(seed: int, size: tuple[int, int] = (256, 256), min_objects: int =
     for s in sorted(shapes, key=lambda s: s.size != "large"):
         _draw_shape(draw, s.kind, s.box, COLORS[s.color])
     return Scene(img, shapes, seed, bg)
-
-
-def scene_texts() -> list[str]:
-    """Every word and phrase the scenes can produce (captions, questions, answers, referring
-    expressions) and the prompts of the tasks the small model is trained on, each as the tasks
-    encode it (with a leading space). Their BPE tokens are the small model's text vocabulary."""
-    from openofa.tasks.caption import PROMPT as CAPTION_PROMPT
-    from openofa.tasks.grounding import PROMPT as REFCOCO_PROMPT
-
-    words = set(SHAPES) | {_plural(k) for k in SHAPES} | set(COLORS) | set(NUMBER_WORDS)
-    words |= {"small", "large", "left", "right", "yes", "no", "a", "and", "the", "is", "on", "or", "of"}
-    texts = [f" {w}" for w in sorted(words)]
-    for kind in SHAPES:
-        texts += [f" what color is the {kind}?", f" is the {kind} on the left or on the right?",
-                  f" how many {_plural(kind)} are there?", f" the {kind} on the left", f" the small {kind}"]
-    for color in sorted(COLORS):
-        texts += [f" what shape is the {color} object?", f" is there a {color} circle?", f" the {color} star"]
-    texts += [" how many objects are there?", " a small red circle, a large blue square and a green star",
-              CAPTION_PROMPT, REFCOCO_PROMPT.format("the red circle")]
-    return texts
-
-
-def text_vocabulary_lines() -> list[str]:
-    """The lines of ``dict.scenes.txt``: the lines of the English ``dict.txt`` whose symbol is a
-    BPE token of :func:`scene_texts`, in the original order (so ids follow the original's
-    frequency order)."""
-    from openofa.text.dictionary import LANGUAGE_DIRS, VOCAB_DIR
-    from openofa.text.tokenizer import OFATokenizer
-
-    tok = OFATokenizer.from_language("en")
-    needed = {g for t in scene_texts() for g in tok.tokenize(t)}
-    lines = (VOCAB_DIR / LANGUAGE_DIRS["en"] / "dict.txt").read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if line.rsplit(" ", 1)[0] in needed]
 
 
 def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 256),

@@ -23,7 +23,12 @@ same weight as the sample's mean token loss.
 With ``steps`` > 1 the same is done at the steps of the next location tokens too (the loss is
 the mean over those steps; a target shorter than that, such as a one-word VQA answer, counts
 only its own tokens). Recipe keys: ``box_attention_weight`` (0 = off),
-``box_attention_layer`` (default -1), ``box_attention_steps`` (default 1).
+``box_attention_layer`` (default -1), ``box_attention_steps`` (default 1),
+``box_attention_cells`` (``box``, default, or ``centre``: only the cell of the box's centre).
+
+The trainer reaches this loss through the criterion hook ``box_attention`` that
+:mod:`openofa.mini` registers (:mod:`openofa.train.extensions`): :func:`extend` wraps the
+cross-entropy when the recipe sets ``box_attention_weight``, :func:`check` validates the keys.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import torch
 
 from openofa.errors import OFAError
 from openofa.train.loss import LabelSmoothedCrossEntropy, LossOutput
+
+__all__ = ["BoxAttentionLoss", "box_cells", "extend", "check"]
 
 
 def box_cells(boxes: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int],
@@ -124,3 +131,24 @@ class BoxAttentionLoss:
         out.loss = out.loss + self.weight * aux
         out.sums = {**out.sums, "box_mass": float(mass.detach().sum()), "boxed": float(len(rows))}
         return out
+
+
+def extend(cfg, model_config, criterion):
+    """The criterion hook: ``criterion`` (the cross-entropy) with the attention loss added when the
+    recipe sets ``box_attention_weight``, else ``criterion`` itself."""
+    if not cfg.box_attention_weight:
+        return criterion
+    return BoxAttentionLoss(criterion, cfg.box_attention_weight, cfg.box_attention_layer, cfg.box_attention_steps,
+                            cfg.box_attention_cells)
+
+
+def check(cfg, bad) -> None:
+    """The recipe keys of the loss, checked when a recipe is loaded."""
+    if cfg.box_attention_weight < 0:
+        raise bad("box_attention_weight", f"must be >= 0, got {cfg.box_attention_weight}")
+    if not 1 <= cfg.box_attention_steps <= 4:
+        raise bad("box_attention_steps", f"must be 1 to 4 (the box's location tokens), got {cfg.box_attention_steps}")
+    if cfg.box_attention_cells not in ("box", "centre"):
+        raise bad("box_attention_cells", f"must be box or centre, got {cfg.box_attention_cells!r}")
+    if cfg.box_attention_weight and cfg.criterion != "label_smoothed_cross_entropy":
+        raise bad("box_attention_weight", f"adds to the cross-entropy; criterion {cfg.criterion} has none")

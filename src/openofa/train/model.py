@@ -1,0 +1,59 @@
+"""The model a recipe trains: its ``init_from`` weights or fresh ones of its size, with the
+recipe's ``model_config`` and image preprocessing recorded in the config (so the exported model
+carries them)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from openofa.errors import OFAError
+
+__all__ = ["build_model_for"]
+
+
+def build_model_for(cfg) -> Any:
+    """The model a recipe starts from: ``init_from`` weights (any checkpoint layout) with the
+    recipe's ``model_config`` applied, or fresh weights of size ``model`` (seeded by ``seed``)."""
+    import torch
+
+    from openofa.config import get_config
+    from openofa.model import build_model, model_from_state_dict
+
+    overrides = dict(cfg.model_config)
+    size = get_config(cfg.model)
+    image_size = cfg.data.get("patch_image_size") if isinstance(cfg.data, dict) else None
+    if image_size:
+        overrides.setdefault("patch_image_size", int(image_size))
+    torch.manual_seed(cfg.seed)  # identical initial weights in every process
+    if not cfg.init_from:
+        return build_model(_with_preprocessing(dataclasses.replace(size, **overrides), cfg, {}))
+    from openofa.checkpoints import load_checkpoint
+
+    try:
+        config, state_dict, meta = load_checkpoint(cfg.init_from)
+    except OFAError as e:
+        raise OFAError(f"init_from: {e}") from None
+    shape = ("encoder_layers", "decoder_layers", "encoder_embed_dim", "resnet_type")
+    expected = {k: overrides.get(k, getattr(size, k)) for k in shape}
+    if any(getattr(config, k) != expected[k] for k in shape):
+        got = ", ".join(f"{k}={getattr(config, k)}" for k in shape)
+        want = ", ".join(f"{k}={v}" for k, v in expected.items())
+        raise OFAError(f"init_from {cfg.init_from}: a model with {got}, but the recipe (model: {cfg.model} "
+                       f"and model_config) asks for {want}")
+    # the file's architecture flags (disable_entangle of a released file ...) stay as they are
+    config = _with_preprocessing(dataclasses.replace(config, **overrides), cfg, meta.get("task") or {})
+    return model_from_state_dict(config, state_dict, source=f"init_from {cfg.init_from} (model_config "
+                                                             f"{cfg.model_config})")
+
+
+def _with_preprocessing(config, cfg, file_settings: dict):
+    """``config`` recording the image preprocessing the model is trained with (the recipe's data
+    settings over those of the file it starts from), so that the exported model carries it."""
+    from openofa.checkpoints.load import with_task_settings
+
+    data = cfg.data if isinstance(cfg.data, dict) else {}
+    names = ("patch_image_size", "imagenet_default_mean_and_std")
+    keep = {k: v for k, v in file_settings.items() if k in names}
+    keep.update({k: data[k] for k in names if data.get(k) is not None})
+    return with_task_settings(config, keep)
