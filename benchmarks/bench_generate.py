@@ -38,7 +38,7 @@ class NoCache:
     def encode(self, *a, **k):
         return self.model.encode(*a, **k)
 
-    def init_cache(self, enc, beam_size=1, max_len=None):
+    def init_cache(self, enc, beam_size=1):
         return _Rows(enc.repeat_interleave(beam_size))
 
     def decode_step(self, tokens, cache):

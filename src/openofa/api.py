@@ -272,11 +272,12 @@ class OFA:
                 lists[name] = list(value)
         lengths = {len(v) for v in lists.values()}
         if len(lengths) > 1:
-            sizes = ", ".join(f"{len(v)} {name}{'s' if not name.endswith('s') else ''}" for name, v in lists.items())
+            sizes = ", ".join(f"{len(v)} {_plural(name)}" for name, v in lists.items())
             raise OFAError(f"{spec.name}: lists of different lengths ({sizes}); give lists of one length, "
                            f"or one value to use for every input")
         n = lengths.pop() if lengths else None
-        items = [{k: (lists[k][i] if k in lists else v) for k, v in fields.items()} for i in range(n or 1)]
+        items = [{k: (lists[k][i] if k in lists else v) for k, v in fields.items()}
+                 for i in range(n if n is not None else 1)]
         out = [r[key] for r in self.run(spec, items, **options)]
         return out if n is not None else out[0]
 
@@ -339,3 +340,7 @@ def _check_input(task: Task, index: int, item: Any) -> None:
         raise OFAError(f"{task.name}: input {index} has {what}; expected {expected}")
     for name, value in item.items():
         fields[name].check(task.name, f"input {index}: ", value)
+
+
+def _plural(name: str) -> str:
+    return name if name.endswith("s") else name[:-1] + "ies" if name.endswith("y") else name + "s"

@@ -92,7 +92,7 @@ class FakeModel(torch.nn.Module):
             sent = (sent + (patch_images.flatten(1).sum(1) * 1000).long().abs()) % H
         return FakeEnc(sent)
 
-    def init_cache(self, enc, beam_size, max_len):
+    def init_cache(self, enc, beam_size):
         self.last_cache = FakeCache(enc, beam_size, max_len)
         return self.last_cache
 

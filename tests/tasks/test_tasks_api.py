@@ -238,3 +238,35 @@ def test_inputs_that_do_not_fit_the_task_are_one_line_errors(ofa256, call, messa
     with pytest.raises(OFAError) as err:
         call(ofa256)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_every_method_takes_one_value_or_a_list(ofa256):
+    """One image and several texts, several images and one text, or lists of one length; the
+    answers follow the inputs as the batched run gives them."""
+    a, b = IMG["a_200x150_rgb"], IMG["b_640x480_rgb"]
+    texts = ["the dark box", "a circle"]
+    both = ofa256.run("ground", [{"image": a, "text": t} for t in texts])
+    assert ofa256.ground(a, texts) == [r["box"] for r in both]
+    assert ofa256.ground([a, b], "the dark box") == [ofa256.ground(a, "the dark box"), ofa256.ground(b, "the dark box")]
+    assert len(ofa256.ground([a, b], texts)) == 2
+    assert isinstance(ofa256.entail(a, "a box"), str)
+    labels = ofa256.entail([a, b], ["a box", "a dog"], premise="a picture")
+    assert labels == [r["label"] for r in ofa256.run("entail", [
+        {"image": a, "hypothesis": "a box", "premise": "a picture"},
+        {"image": b, "hypothesis": "a dog", "premise": "a picture"}])]
+    assert len(ofa256.classify_text(["good film", "bad film"], task="sst2")) == 2
+    assert len(ofa256.vqa([a, b], "what is it?", max_len_b=2)) == 2
+    assert ofa256.caption([]) == []
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda o: o.ground([IMG["a_200x150_rgb"], IMG["b_640x480_rgb"]], ["x", "y", "z"]),
+     "ground: lists of different lengths (2 images, 3 texts)"),
+    (lambda o: o.vqa([IMG["a_200x150_rgb"]] * 3, ["q?", "r?"]), "vqa: lists of different lengths (3 images, 2 questions)"),
+    (lambda o: o.entail([IMG["a_200x150_rgb"]] * 2, "h", premise=["p"]), "entail: lists of different lengths"),
+    (lambda o: o.classify_text(["a", "b"], ["c"], task="mnli"), "classify-text: lists of different lengths"),
+])
+def test_lists_of_different_lengths_are_one_line_errors(ofa256, call, message):
+    with pytest.raises(OFAError) as err:
+        call(ofa256)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

@@ -118,7 +118,7 @@ class SequenceGenerator:
         enc = model.encode(
             src_tokens, src_lengths=src_lengths, patch_images=patch_images, patch_masks=patch_masks
         )
-        cache = model.init_cache(enc, beam_size=beam, max_len=max_len + 1)
+        cache = model.init_cache(enc, beam_size=beam)
 
         rows = bsz * beam
         tokens = torch.full((rows, max_len + 2), pad, dtype=torch.long, device=device)

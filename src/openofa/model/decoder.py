@@ -75,8 +75,7 @@ class DecoderCache:
     """Incremental-decoding state for N = B * group decoder rows (row r decodes input r // group)."""
 
     def __init__(self, enc: EncoderOutput, cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
-                 cross_pos_k: torch.Tensor, group: int, max_len: int | None = None,
-                 code_masks: torch.Tensor | None = None) -> None:
+                 cross_pos_k: torch.Tensor, group: int, code_masks: torch.Tensor | None = None) -> None:
         self.enc = enc
         self.code_masks = code_masks  # (B,) bool per input, or None: no input decodes image codes
         self.cross_kv = cross_kv
@@ -271,12 +270,12 @@ class Decoder(nn.Module):
         return out if attention is None else (out, attention)
 
     # ---- incremental decoding ------------------------------------------------------------------
-    def init_cache(self, enc: EncoderOutput, group: int = 1, max_len: int | None = None,
+    def init_cache(self, enc: EncoderOutput, group: int = 1,
                    code_masks: torch.Tensor | None = None) -> DecoderCache:
         """``code_masks`` (B,): the inputs whose decoder rows produce image codes."""
         cross_kv = [layer.encoder_attn.project_kv(enc.hidden) for layer in self.layers]
         code = self._code_rows(code_masks, enc.batch_size)
-        return DecoderCache(enc, cross_kv, self.cross_pos_keys(enc), group, max_len, code)
+        return DecoderCache(enc, cross_kv, self.cross_pos_keys(enc), group, code)
 
     def step(self, tokens: torch.Tensor, cache: DecoderCache, features_only: bool = False) -> torch.Tensor:
         """Feed the last column of ``tokens`` (N, t+1) at position t; return logits (N, V), or with

@@ -115,11 +115,11 @@ class OFAModel(nn.Module):
         """Logits of decoder ``features`` over the vocabulary, or over the token ids ``vocab`` only."""
         return self.decoder.output_logits(features, vocab)
 
-    def init_cache(self, enc: EncoderOutput, beam_size: int = 1, max_len: int | None = None,
+    def init_cache(self, enc: EncoderOutput, beam_size: int = 1,
                    code_masks: torch.Tensor | None = None) -> DecoderCache:
         """Cache for ``enc.batch_size * beam_size`` decoder rows; row r decodes input r // beam_size.
         ``code_masks`` (B,): the inputs whose rows decode image codes."""
-        return self.decoder.init_cache(enc, beam_size, max_len, code_masks)
+        return self.decoder.init_cache(enc, beam_size, code_masks)
 
     def decode_step(self, tokens: torch.Tensor, cache: DecoderCache, features_only: bool = False) -> torch.Tensor:
         """Next-token logits (N, V) in float32 given the whole prefix ``tokens`` (N, t+1); with
