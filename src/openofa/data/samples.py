@@ -91,7 +91,7 @@ class SampleBuilder:
                  image_transform: Callable | None = None, ans2label_file: str | Path | None = None,
                  ans2label_dict: Sequence[str] | dict | None = None, neg_sample_dir: str | Path | None = None,
                  mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.0,
-                 attend_box: bool = True, image_cache=None):
+                 attend_box: bool = True, image_cache=None, object_order: str = "file"):
         if split not in ("train", "valid", "test"):
             raise OFAError(f"split must be 'train', 'valid' or 'test', got {split!r}")
         s = layout.settings
@@ -112,6 +112,9 @@ class SampleBuilder:
             raise OFAError(f"prompt_type must be one of {', '.join(PROMPT_TYPES)}, got {self.prompt_type!r}")
         self.add_object = s.get("add_object", False) if add_object is None else add_object
         self.image_cache = image_cache  # DecodedImages: decoded image files kept in memory
+        if object_order not in ("file", "position"):
+            raise OFAError(f"object_order must be 'file' or 'position', got {object_order!r}")
+        self.object_order = object_order  # detect: the order of a row's objects in the target
         self.attend_box = bool(attend_box)  # VQA: a row's box goes to the batch (box_attention_weight)
         self.max_object_length = int(max_object_length or s.get("max_object_length", 30))
         # None: use the premise when the row has one (always, with the original's TSV layout)

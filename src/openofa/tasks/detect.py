@@ -11,7 +11,8 @@ group with fewer than four location tokens, or no label, is dropped.
 
 Trained on every box of the row (the original's pretraining detection file: boxes
 ``x1,y1,x2,y2,category-id,category-name&&...``, with a random flip and large-scale jitter in
-training); scored by F1@0.5: a predicted object matches a reference object with the same label
+training), in the file's order as the original does, or with ``object_order: position`` (a data
+option of ours) left to right, so that the target's order follows from the image; scored by F1@0.5: a predicted object matches a reference object with the same label
 and IoU of at least 0.5, each at most once (greedily, in the model's order).
 """
 
@@ -153,6 +154,9 @@ class Detect(Task):
             if not kept:
                 raise BadRow(f"{r.where}: no detection box inside the image", "box")
         image = to_tensor_normalized(img, b.mean, b.std)
+        if b.object_order == "position":  # left to right, then top to bottom (openofa's option)
+            order = sorted(range(len(kept)), key=lambda i: (kept[i][0], kept[i][1]))
+            kept, names = [kept[i] for i in order], [names[i] for i in order]
         tgt: list[int] = []
         for box, name in zip(kept, names):
             tgt += b.box_ids(r, box) + b.encode(" " + name)
