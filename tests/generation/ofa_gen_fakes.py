@@ -93,13 +93,14 @@ class FakeModel(torch.nn.Module):
         return FakeEnc(sent)
 
     def init_cache(self, enc, beam_size):
-        self.last_cache = FakeCache(enc, beam_size, max_len)
+        # the decoder has positions for max_target_positions tokens: never feed more
+        self.last_cache = FakeCache(enc, beam_size, self.config.max_target_positions)
         return self.last_cache
 
     def decode_step(self, tokens, cache):
         pos = tokens.size(1) - 1
         assert tokens.size(0) == cache.state.numel()
-        assert pos < cache.max_len, "fed more positions than init_cache was told"
+        assert pos < cache.max_len, "fed more positions than the decoder has"
         assert torch.equal(cache.history, tokens[:, :-1]), "cache does not match the prefix"
         cache.state = self._next_state(cache.state, tokens[:, -1], pos)
         cache.history = tokens.clone()

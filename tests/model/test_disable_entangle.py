@@ -55,6 +55,6 @@ def test_cached_steps_equal_teacher_forcing(code):
     with torch.no_grad():
         enc = m.encode(src[:1], patch_images=images[:1])
         want = m.decode(prev, enc, code_masks=masks if code else None)
-        cache = m.init_cache(enc, 1, max_len=8, code_masks=masks if code else None)
+        cache = m.init_cache(enc, 1, code_masks=masks if code else None)
         steps = [m.decode_step(prev[:, : t + 1], cache) for t in range(prev.shape[1])]
     torch.testing.assert_close(torch.stack(steps, 1), want, rtol=1e-4, atol=1e-4)
