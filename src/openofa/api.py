@@ -121,23 +121,16 @@ class OFA:
     def task_image_size(self, task: Task) -> int:
         if self.image_size is not None:
             return int(self.image_size)
-        if task.name == "ground" and not self.grounding_settings():
-            return task.image_size  # settings of a non-grounding checkpoint do not apply to grounding
+        if not task.settings_apply(self):
+            return task.image_size  # e.g. a captioning file's image side does not apply to grounding
         size = self.setting(task.name, "patch_image_size")
         return int(size) if size else task.image_size
-
-    def grounding_settings(self) -> bool:
-        """Whether the loaded settings were made for grounding (a RefCOCO checkpoint, ours, or a
-        zero-shot run)."""
-        if self.zero_shot:
-            return True
-        name = str(self.task_settings.get("_name", "refcoco"))
-        return "max_image_size" in self.task_settings and name.startswith("refcoco")
 
     def preprocess(self, task: str | Task) -> ImagePreprocess:
         """How ``task``'s images are prepared for this model: the side from the model's settings (or
         ``image_size``), mean/std by ``imagenet_default_mean_and_std`` (0.5/0.5 unless the checkpoint
-        says ImageNet), grounding's RandomResize with ``max_image_size``, the others a square resize."""
+        says ImageNet), and the task's resize (``Task.image_mode``: a square resize, or grounding's
+        RandomResize with ``max_image_size``)."""
         task = self.task(task)
         size = self.task_image_size(task)
         if size > self.model.max_image_size:  # checked before resizing: a huge size would exhaust memory
@@ -145,7 +138,7 @@ class OFA:
                            f"({self.model.max_image_size} pixels a side)")
         imagenet = bool(self.task_settings.get("imagenet_default_mean_and_std", False))
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (OFA_MEAN, OFA_STD)
-        if task.name == "ground":
+        if task.image_mode == "refcoco":
             return ImagePreprocess(size, mean, std, mode="refcoco", max_size=size)
         return ImagePreprocess(size, mean, std)
 

@@ -100,14 +100,6 @@ KEPT_TASK_FIELDS = ("_name", "patch_image_size", "max_image_size", "orig_patch_i
 TASK_SPECIFIC = ("prompt_type", "max_src_length", "add_object", "add_caption", "constraint_range", "max_image_size")
 
 
-# the original's task names -> ours (a file's settings apply to its own task only)
-ORIGINAL_TASKS = {"caption": "caption", "vqa_gen": "vqa", "refcoco": "ground", "refcocog": "ground",
-                  "refcocoplus": "ground", "snli_ve": "entail", "image_classify": "classify",
-                  "gigaword": "summarize", "cola": "classify-text", "mnli": "classify-text",
-                  "mrpc": "classify-text", "qnli": "classify-text", "qqp": "classify-text",
-                  "rte": "classify-text", "sst2": "classify-text", "ocr": "ocr"}
-
-
 def check_required(model_cfg: Mapping[str, Any], source: str) -> None:
     """One-line error naming every switch of ``model_cfg`` set to a value openofa does not implement."""
     bad = [f"{name}={model_cfg[name]!r}" for name, want in REQUIRED_SETTINGS.items()
@@ -150,8 +142,16 @@ def task_settings(task_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any], sou
 
 
 def own_task(settings: Mapping[str, Any]) -> str | None:
-    """Our name of the task a file's settings were made for (None: pretraining or unknown)."""
-    return ORIGINAL_TASKS.get(str(settings.get("_name", "")))
+    """Our name of the task a file's settings were made for (the task registry knows the original's
+    task names: ``vqa_gen``, ``refcoco``, ``snli_ve``, a GLUE task ...); None for a pretraining file
+    or none named; an unknown task's own name otherwise (its task-specific settings then apply to
+    none of ours)."""
+    from openofa.tasks import find_task
+
+    name = str(settings.get("_name") or "")
+    if name in ("", "unify_task"):
+        return None
+    return find_task(name) or name
 
 
 # the original's zero-shot evaluation scripts, per task (run on the pretrained files)

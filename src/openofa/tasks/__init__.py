@@ -29,6 +29,16 @@ def get_task(name: str) -> Task:
     raise OFAError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
 
 
+def find_task(name: str) -> str | None:
+    """The registered task a name means: a task's name or alias, or the name of one of its data
+    layouts (a GLUE task, ``refcoco``, the original's ``_name`` of a finetuned file); None if none."""
+    key = str(name).strip().lower()
+    for cls in TASKS.values():
+        if key == cls.name or key in cls.aliases or any(key == lay.task or key in lay.aliases for lay in cls.layouts):
+            return cls.name
+    return None
+
+
 def task_of_layout(layout: TaskLayout) -> Task:
     """The task whose samples a data layout's rows make."""
     if layout.owner is None:
@@ -36,5 +46,5 @@ def task_of_layout(layout: TaskLayout) -> Task:
     return TASKS[layout.owner]()
 
 
-__all__ = ["Example", "Field", "Task", "TaskLayout", "TASKS", "get_task", "task_of_layout", "Caption", "VQA",
+__all__ = ["Example", "Field", "Task", "TaskLayout", "TASKS", "get_task", "find_task", "task_of_layout", "Caption", "VQA",
            "Grounding", "Entailment", "ImageClassification", "TextClassification", "Summarize", "Detect"]

@@ -172,6 +172,11 @@ class Task:
     draws: ClassVar[bool] = False
     #: whether training targets can be restricted to a candidate answer list (``ans2label_file``)
     candidates: ClassVar[bool] = False
+    #: how images are resized: ``square`` (to the patch size), or ``refcoco`` (grounding's
+    #: RandomResize with ``max_image_size``, see :class:`openofa.vision.transforms.ImagePreprocess`)
+    image_mode: ClassVar[str] = "square"
+    #: the task setting that says whether the source is also the decoder's prefix
+    prompt_setting: ClassVar[str] = "prompt_type"
 
     @classmethod
     def takes_image(cls) -> bool:
@@ -190,6 +195,10 @@ class Task:
 
     def predict(self, ofa: "OFA", examples: list[Example], **options: Any) -> list[dict[str, Any]]:
         raise NotImplementedError  # pragma: no cover - interface
+
+    def settings_apply(self, ofa: "OFA") -> bool:
+        """Whether the loaded model's image settings apply to this task (else the task's own)."""
+        return True
 
     def format(self, result: dict[str, Any]) -> str:
         """The command line's plain-text form of a result."""
@@ -218,6 +227,11 @@ class Task:
 
     def eval_options(self, refs: list[Any], options: dict[str, Any]) -> dict[str, Any]:
         """Options of an evaluation run that depend on the references (candidate lists)."""
+        return options
+
+    def with_candidates(self, candidates: list[str], options: dict[str, Any]) -> dict[str, Any]:
+        """Options of a validation run scored against the training candidate list (tasks with
+        ``candidates``), as the original's validation does."""
         return options
 
     def metric(self, predictions: list[Any], references: list[Any], layout: TaskLayout) -> dict[str, float]:

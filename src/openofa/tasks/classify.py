@@ -58,6 +58,9 @@ class ImageClassification(Task):
 
         return ClassifyTrainTransform(b.patch_image_size, b.mean, b.std)
 
+    def with_candidates(self, candidates, options):
+        return {"classes": candidates, **options}
+
     def eval_options(self, refs, options):
         if not options.get("classes"):
             options = {**options, "classes": sorted({str(r) for r in refs})}

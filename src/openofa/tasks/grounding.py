@@ -67,6 +67,16 @@ class Grounding(Task):
     output = "box"
     metric_name = "Acc@0.5"
     draws = True
+    image_mode = "refcoco"
+    prompt_setting = "ground_prompt_type"  # not the original's: the project's small model's choice
+
+    def settings_apply(self, ofa) -> bool:
+        """Whether the loaded settings were made for grounding (a RefCOCO checkpoint, ours, or a
+        zero-shot run): a captioning file's image side and ``max_image_size`` do not apply."""
+        if ofa.zero_shot:
+            return True
+        name = str(ofa.task_settings.get("_name", "refcoco"))
+        return "max_image_size" in ofa.task_settings and name.startswith("refcoco")
 
     def prepare(self, ofa, image, text: str) -> Example:
         if not text.strip():
@@ -74,8 +84,8 @@ class Grounding(Task):
         tensor, w, h = ofa.image_tensor(image, self, return_size=True)
         size = tensor.shape[-1]
         src = source(ofa.tokenizer, text, int(ofa.setting(self.name, "max_src_length", self.max_src_length)))
-        prefix = prompt_prefix(src, ofa.task_settings.get("ground_prompt_type", "none"), "ground",
-                               ("prev_output", "none"), setting="ground_prompt_type")
+        prefix = prompt_prefix(src, ofa.task_settings.get(self.prompt_setting, "none"), "ground",
+                               ("prev_output", "none"), setting=self.prompt_setting)
         return Example(src, tensor, prefix, info={"w": w, "h": h, "w_ratio": size / w, "h_ratio": size / h})
 
     def _generate(self, ofa, examples, rng, options):
@@ -100,7 +110,7 @@ class Grounding(Task):
         rng = (cfg.bin_0, cfg.vocab_size) if restrict_to_bins else None
         hypos = self._generate(ofa, examples, rng, options)
         max_size = float(ofa.setting(self.name, "max_image_size", self.max_image_size)) \
-            if ofa.grounding_settings() else self.max_image_size
+            if self.settings_apply(ofa) else self.max_image_size
         out = []
         for ex, h in zip(examples, hypos):
             ids = h.tokens[:-1] if len(h.tokens) and int(h.tokens[-1]) == cfg.eos else h.tokens

@@ -118,6 +118,11 @@ class VQA(Task):
             options = {**options, "answers": sorted({a for r in refs for a in r})}
         return options
 
+    def with_candidates(self, candidates, options):
+        if options.get("mode", "allcand") != "beam":
+            options = {"mode": "allcand", "answers": candidates, **options}
+        return options
+
     def metric(self, predictions, references, layout):
         from openofa.metrics import vqa_headline
 

@@ -20,25 +20,19 @@ def task_evaluate(cfg, model_config, valid) -> Any:
     options = dict(cfg.eval or {})
     limit = options.pop("limit", None)
     data = dict(cfg.data or {})
+    from openofa.data.layouts import get_layout
+    from openofa.tasks import task_of_layout
+
+    task = task_of_layout(get_layout(cfg.task))
     candidates = candidate_answers(cfg)
     if candidates is not None:
         # score (or constrain decoding) against the training answer list, as the original's
         # validation does, instead of the answers found in the validation file
-        from openofa.data.layouts import canonical_task
-
-        task = canonical_task(cfg.task)
-        if task == "vqa" and options.get("mode", "allcand") != "beam":
-            options.setdefault("mode", "allcand")
-            options.setdefault("answers", candidates)
-        elif task == "classify":
-            options.setdefault("classes", candidates)
+        options = task.with_candidates(candidates, options)
 
     settings = None
-    if data.get("prompt_type"):  # decode as trained: grounding has its own key (ground_prompt_type)
-        from openofa.data.layouts import canonical_task
-
-        key = "ground_prompt_type" if canonical_task(cfg.task) == "ground" else "prompt_type"
-        settings = {key: data["prompt_type"]}
+    if data.get("prompt_type"):  # decode as trained (under the task's own setting name)
+        settings = {task.prompt_setting: data["prompt_type"]}
     if data.get("imagenet_default_mean_and_std") is not None:  # validate with the training normalisation
         settings = {**(settings or {}), "imagenet_default_mean_and_std": bool(data["imagenet_default_mean_and_std"])}
 
