@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +139,54 @@ def test_demo_writes_the_drawn_box(capsys, model_dir, tmp_path):
     code, out, _ = _run(capsys, "demo", "--model", model_dir, "--out", str(tmp_path / "demo"))
     assert code == 0 and "caption:" in out and "ground:" in out
     assert (tmp_path / "demo" / "example_box.png").is_file()
+
+
+def _scene_folder(tmp_path, n=3):
+    from openofa.mini.scenes import write_dataset
+
+    files = write_dataset(tmp_path / "scenes", n=n, seed=0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(sorted((files["caption"].parent / "images").iterdir())):
+        img.rename(folder / f"{i}_good.png")
+    (folder / "1_fake.jpg").write_bytes(b"this is not a jpeg")
+    return folder
+
+
+def test_results_stream_out_and_a_bad_input_stops_the_run_after_them(capsys, tmp_path):
+    folder = _scene_folder(tmp_path)
+    code, out, err = _run(capsys, "caption", str(folder), "--batch-size", "1", "--no-progress")
+    assert code == 2 and "1_fake.jpg" in err and err.count("\n") == 1
+    assert [line.split("\t")[0] for line in out.splitlines()] == [str(folder / "0_good.png")]
+
+
+def test_skip_bad_reports_each_bad_input_and_goes_on(capsys, tmp_path):
+    folder = _scene_folder(tmp_path)
+    code, out, err = _run(capsys, "caption", str(folder), "--skip-bad", "--json", "--no-progress")
+    names = [json.loads(line)["input"] for line in out.splitlines()]
+    assert names == [str(folder / f"{i}_good.png") for i in range(3)]
+    assert code == 2 and "skipped:" in err and "1_fake.jpg" in err and "1 input(s) skipped" in err
+    # a data file's bad row is named by file and line
+    rows = [json.dumps({"id": 1, "image": "0_good.png", "caption": "x"}), "{not json",
+            json.dumps({"id": 3, "image": "2_good.png", "caption": "x"})]
+    (folder / "rows.jsonl").write_text("\n".join(rows) + "\n")
+    code, out, err = _run(capsys, "caption", str(folder / "rows.jsonl"), "--skip-bad", "--no-progress")
+    assert code == 2 and [line.split("\t")[0] for line in out.splitlines()] == ["1", "3"]
+    assert f"{folder / 'rows.jsonl'}:2" in err
+
+
+def test_drawing_never_fails_on_a_box_given_corners_in_any_order(tmp_path):
+    from openofa.vision.draw import draw_boxes
+
+    out = draw_boxes(IMG_A, [([150.0, 70.0, 20.0, 10.0], "inverted"), ([5, 5, 5, 5], "empty")], tmp_path / "x.png")
+    assert Image.open(out).size == (200, 150)
+
+
+def test_draw_outputs_of_inputs_sharing_a_stem_do_not_collide(capsys, tmp_path):
+    folder = _scene_folder(tmp_path, n=1)
+    (folder / "1_fake.jpg").unlink()
+    Image.open(folder / "0_good.png").convert("RGB").save(folder / "0_good.jpg")
+    code, out, _ = _run(capsys, "ground", str(folder), "-t", "the circle", "--draw", str(tmp_path / "d"), "--json",
+                        "--no-progress")
+    drawn = [json.loads(line)["drawn"] for line in out.splitlines()]
+    assert code == 0 and len(set(drawn)) == 2 and all(Path(d).is_file() for d in drawn)

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -213,14 +213,22 @@ class OFA:
     # ---- running a task --------------------------------------------------------------------------
     def run(self, task: str | Task, inputs: Sequence[dict[str, Any]], *, batch_size: int | None = None,
             progress: bool = False, **options: Any) -> list[dict[str, Any]]:
-        """Run ``task`` on many inputs (each a dict of the task's ``prepare`` arguments), in batches."""
+        """Run ``task`` on many inputs (each a dict of the task's input fields), in batches; the
+        first bad input raises (see :meth:`stream` to keep going)."""
+        return [result for _, result in self.stream(task, inputs, batch_size=batch_size, progress=progress,
+                                                   **options)]
+
+    def stream(self, task: str | Task, inputs: Sequence[dict[str, Any]], *, batch_size: int | None = None,
+               progress: bool = False, skip_bad: bool = False, **options: Any) -> Iterator[tuple[int, Any]]:
+        """``(index, result)`` for each input, in input order, a batch at a time as they are made.
+        With ``skip_bad`` an input that cannot be read (a missing or broken image, an empty text)
+        gives ``(index, OFAError)`` and the others go on; without it the first one raises."""
         task = self.task(task)
         bs = self.batch_size if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise OFAError(f"batch size must be a positive integer, got {bs!r}")
         for i, item in enumerate(inputs):
             _check_input(task, i, item)
-        results: list[dict[str, Any]] = []
         bar = None
         if progress:
             from tqdm import tqdm
@@ -235,11 +243,22 @@ class OFA:
             for start in range(0, len(inputs), bs):
                 chunk = inputs[start:start + bs]
                 if pool is None:
-                    examples = [task.prepare(self, **item) for item in chunk]
+                    prepared = [_attempt(task.prepare, self, item) for item in chunk]
                 else:
-                    examples = [f.result() for f in [pool.submit(task.prepare, self, **item) for item in chunk]]
-                with torch.inference_mode():
-                    results.extend(task.predict(self, examples, **options))
+                    futures = [pool.submit(_attempt, task.prepare, self, item) for item in chunk]
+                    prepared = [f.result() for f in futures]
+                good = []
+                for i, ex in enumerate(prepared, start):
+                    if isinstance(ex, OFAError) and not skip_bad:
+                        raise ex
+                    if not isinstance(ex, OFAError):
+                        good.append((i, ex))
+                results = iter(())
+                if good:
+                    with torch.inference_mode():
+                        results = iter(task.predict(self, [ex for _, ex in good], **options))
+                for i, ex in enumerate(prepared, start):
+                    yield i, ex if isinstance(ex, OFAError) else next(results)
                 if bar is not None:
                     bar.update(len(chunk))
         finally:
@@ -247,7 +266,6 @@ class OFA:
                 pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
                 bar.close()
-        return results
 
     def _call(self, task: str, key: str, fields: dict[str, Any], **options):
         """Run ``task`` on inputs given field by field: each field one value or a list (every list
@@ -317,6 +335,14 @@ class OFA:
 def load(path: str | Path | None = None, **kwargs: Any) -> OFA:
     """Shortcut for :meth:`OFA.load`."""
     return OFA.load(path, **kwargs)
+
+
+def _attempt(prepare, ofa: "OFA", item: dict[str, Any]):
+    """``prepare(ofa, **item)``, or the OFAError it raised (the caller decides to raise or skip)."""
+    try:
+        return prepare(ofa, **item)
+    except OFAError as e:
+        return e
 
 
 def _check_input(task: Task, index: int, item: Any) -> None:

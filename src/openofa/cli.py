@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--cols", help="TSV columns, e.g. image=4,text=2 (default: the original layout)")
     common.add_argument("--no-progress", action="store_true")
 
+
     for spec in TASKS.values():
         _task_parser(sub, spec, common)
 
@@ -121,6 +122,9 @@ def _task_parser(sub, spec: type[Task], common: argparse.ArgumentParser) -> None
             p.add_argument(*names, dest=f.name, type=int, help=f.help)
         else:
             p.add_argument(*names, dest=f.name, help=f.help)
+    p.add_argument("--skip-bad", action="store_true",
+                   help="report an input that cannot be read (file, line) on stderr and go on with the others "
+                        "(exit status 2 at the end); without it the first one stops the run")
     if spec.draws:
         p.add_argument("--draw", help="folder to write each image with its boxes drawn")
     _decoding_options(p)
@@ -182,9 +186,12 @@ def _data_layout(spec: Task, args: argparse.Namespace):
     return get_layout(name)
 
 
-def collect_inputs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Turn the command line into a list of task inputs, each with a ``_name`` for the output."""
+def collect_inputs(args: argparse.Namespace, bad: list[str] | None = None) -> list[dict[str, Any]]:
+    """Turn the command line into a list of task inputs, each with a ``_name`` for the output
+    (and ``_where``, file:line, for rows of a data file). With ``bad`` (a list) a data row that
+    cannot be read is reported there instead of raising."""
     from openofa.data.dataset import open_records
+    from openofa.data.records import BadRow
     from openofa.data.layouts import resolve_columns
 
     spec = TASKS[args.command]()
@@ -201,9 +208,16 @@ def collect_inputs(args: argparse.Namespace) -> list[dict[str, Any]]:
             raise OFAError(f"input not found: {path}")
         reader = open_records(layout.task, path, columns=columns if path.lower().endswith(".tsv") else None,
                               targets=False)
-        for rec in reader:
+        for i in range(len(reader)):
+            try:
+                rec = reader.record(i)
+            except BadRow as e:
+                if bad is None:
+                    raise
+                bad.append(str(e))
+                continue
             item = {k: v for k, v in spec.inputs_of(rec, layout).items() if v is not None}
-            items.append({"_name": str(rec.id) if "id" in layout.fields else rec.where, **item})
+            items.append({"_name": str(rec.id) if "id" in layout.fields else rec.where, "_where": rec.where, **item})
     if spec.takes_image():
         items += [{"_name": f, "image": f} for f in _image_files(others)]
     else:
@@ -240,7 +254,10 @@ def run_task(args: argparse.Namespace) -> int:
     from openofa.vision.draw import draw_boxes
 
     spec = TASKS[args.command]()
-    items = collect_inputs(args)
+    bad: list[str] | None = [] if args.skip_bad else None
+    items = collect_inputs(args, bad)
+    for message in bad or []:
+        print(f"skipped: {message}", file=sys.stderr)
     ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
                    decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot)
     options = _options(args)
@@ -248,18 +265,29 @@ def run_task(args: argparse.Namespace) -> int:
         if getattr(args, f.name, None) is not None:
             options[f.name] = _value(f, getattr(args, f.name))
     task_inputs = [{k: v for k, v in it.items() if not k.startswith("_")} for it in items]
-    results = ofa.run(spec, task_inputs, batch_size=args.batch_size,
-                      progress=not args.no_progress and len(items) > 1, **options)
+    results = ofa.stream(spec, task_inputs, batch_size=args.batch_size, skip_bad=args.skip_bad,
+                         progress=not args.no_progress and len(items) > 1, **options)
     used: set[str] = set()
-    for item, res in zip(items, results):
+    skipped = len(bad or [])
+    for i, res in results:  # printed as each batch is done: an interrupted run keeps what it printed
+        item = items[i]
+        if isinstance(res, OFAError):
+            where = item.get("_where") or item["_name"]
+            message = str(res)
+            print(f"skipped: {message if where in message else f'{where}: {message}'}", file=sys.stderr)
+            skipped += 1
+            continue
         if getattr(args, "draw", None):
             out = _draw_path(Path(args.draw), item["_name"], used)
             draw_boxes(item["image"], spec.boxes(res), out, item.get("text", ""))
             res = {**res, "drawn": str(out)}
         if args.json:
-            print(json.dumps({"input": item["_name"], **res}, ensure_ascii=False))
+            print(json.dumps({"input": item["_name"], **res}, ensure_ascii=False), flush=True)
         else:
-            print(f"{item['_name']}\t{spec.format(res)}")
+            print(f"{item['_name']}\t{spec.format(res)}", flush=True)
+    if skipped:
+        print(f"error: {skipped} input(s) skipped (see above)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import string
 
 import pytest
@@ -90,7 +91,7 @@ def test_grounding_with_prompt_as_decoder_prefix(tiny_model):
     for r, it in zip(together, items):
         ex = task.prepare(ofa, **it)
         assert ex.prefix == ex.src[1:-1]
-        hypo = task._generate(ofa, [ex], (cfg.bin_0, cfg.vocab_size), {})[0]
+        hypo = task._generate(ofa, [ex], (cfg.bin_0, cfg.vocab_size), {"ordered_box": (cfg.bin_0, cfg.num_bins)})[0]
         toks = hypo.tokens.tolist()
         assert toks[: len(ex.prefix)] == ex.prefix and len(toks) == len(ex.prefix) + 5 and toks[-1] == cfg.eos
         bins = [t - cfg.bin_0 for t in toks[len(ex.prefix):-1]]
@@ -270,3 +271,36 @@ def test_lists_of_different_lengths_are_one_line_errors(ofa256, call, message):
     with pytest.raises(OFAError) as err:
         call(ofa256)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_grounding_decodes_only_ordered_boxes(ofa256, tiny_model):
+    """Random weights emit inverted boxes freely; the default decoding prunes them (x2 > x1 and
+    y2 > y1 in bins), the original's path (faithful) does not."""
+    from openofa.tasks import Grounding
+
+    cfg = tiny_model.config
+    texts = ["a yellow circle", "the dark box", "left", "the man on the right", "sky", "two dogs", "red", "a b c"]
+    task = Grounding()
+    examples = [task.prepare(ofa256, image=IMG[n], text=t) for n in IMG for t in texts]
+    rng = (cfg.bin_0, cfg.vocab_size)
+
+    def bins(hypos):
+        return [[int(t) - cfg.bin_0 for t in h.tokens[:4]] for h in hypos]
+
+    with torch.inference_mode():
+        plain = bins(ofa256.generate(examples, task.generation, task="ground", constraint_range=rng))
+        ordered = bins(ofa256.generate(examples, task.generation, task="ground", constraint_range=rng,
+                                       ordered_box=(cfg.bin_0, cfg.num_bins)))
+    assert any(b[2] <= b[0] or b[3] <= b[1] for b in plain)  # the test can fail
+    assert all(b[0] < b[2] and b[1] < b[3] for b in ordered)
+    boxes = ofa256.ground([IMG[n] for n in IMG for _ in texts], texts * len(IMG))
+    assert all(b is None or (b[0] <= b[2] and b[1] <= b[3]) for b in boxes)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("sampling_topp", 2.0, "sampling_topp must be in (0, 1]"),
+    ("sampling_topk", 0, "sampling_topk must be >= 1"),
+])
+def test_sampling_limits_out_of_range_are_refused(ofa256, option, value, message):
+    with pytest.raises(OFAError, match=re.escape(message)):
+        ofa256.caption(IMG["a_200x150_rgb"], sampling=True, **{option: value})

@@ -39,6 +39,9 @@ class GenerationConfig:
     constraint_range: Optional[object] = None  # (start, end), "start,end" or TokenRange
     nbest: Optional[int] = None  # hypotheses returned per input; None = beam_size
     seed: Optional[int] = None  # sampling only: seed of a private torch.Generator
+    # (bin_0, num_bins): the first four generated tokens (after any prefix) are a box whose x2 and
+    # y2 bins are greater than its x1 and y1 bins; the pruned candidates' scores are untouched
+    ordered_box: Optional[tuple] = None
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -48,6 +51,10 @@ class GenerationConfig:
         if self.no_repeat_ngram_size < 0 or self.min_len < 0:
             raise OFAError(f"no_repeat_ngram_size and min_len must be >= 0, got {self.no_repeat_ngram_size} "
                            f"and {self.min_len}")
+        if self.sampling_topp != -1.0 and not 0.0 < self.sampling_topp <= 1.0:
+            raise OFAError(f"sampling_topp must be in (0, 1] (or -1 for none), got {self.sampling_topp}")
+        if self.sampling_topk != -1 and self.sampling_topk < 1:
+            raise OFAError(f"sampling_topk must be >= 1 (or -1 for none), got {self.sampling_topk}")
         if not self.sampling and (self.sampling_topk > 0 or self.sampling_topp > 0):
             raise OFAError("sampling_topk / sampling_topp need sampling=True")
         if self.constraint_range is not None:
@@ -143,6 +150,11 @@ class SequenceGenerator:
             else:
                 trie_from = torch.zeros(rows, dtype=torch.long, device=device)
 
+        box_from = None  # per row: the step at which the box starts (after the prefix)
+        if cfg.ordered_box is not None:
+            box_from = (prefix_tokens.ne(pad).sum(1).repeat_interleave(beam) if prefix_tokens is not None
+                        else torch.zeros(rows, dtype=torch.long, device=device))
+
         for step in range(max_len + 1):
             logits = model.decode_step(tokens[:, : step + 1], cache)
             if cfg.temperature != 1.0:
@@ -170,6 +182,8 @@ class SequenceGenerator:
             if cfg.sampling:  # fully masked rows are NaN; beam search cleans only its candidates
                 torch.nan_to_num_(lprobs, nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
             lprobs[:, pad] = NEG_INF
+            if box_from is not None:
+                _order_box_(lprobs, tokens, step, box_from, cfg.ordered_box)
             if cfg.unk_penalty:
                 lprobs[:, unk] -= cfg.unk_penalty
             if step >= max_len:
@@ -236,6 +250,8 @@ class SequenceGenerator:
                 if trie_state is not None:
                     trie_state = trie_state.view(bsz, beam)[keep_idx].view(-1)
                     trie_from = trie_from.view(bsz, beam)[keep_idx].view(-1)
+                if box_from is not None:
+                    box_from = box_from.view(bsz, beam)[keep_idx].view(-1)
                 bsz = new_bsz
 
             # the first `beam` candidates that do not end (eos or ignored) continue
@@ -395,6 +411,25 @@ def _topp_probs(lprobs: torch.Tensor, topp: float):
     width = int(last.max()) + 1
     kept = sorted_probs[:, :, :width].masked_fill(~inside[:, :, :width], 0.0)
     return kept, sorted_idx[:, :, :width]
+
+
+def _order_box_(lprobs: torch.Tensor, tokens: torch.Tensor, step: int, box_from: torch.Tensor, rng) -> None:
+    """Prune, in place, the candidates that would make the box ``x1 y1 x2 y2`` starting at
+    ``box_from`` empty or inverted: x1 and y1 may not be the last bin, and x2 (y2) must be a
+    greater bin than x1 (y1) when that was a bin."""
+    bin_0, num_bins = int(rng[0]), int(rng[1])
+    k = step - box_from
+    first = (k == 0) | (k == 1)
+    if bool(first.any()):
+        lprobs[first, bin_0 + num_bins - 1] = NEG_INF
+    second = (k == 2) | (k == 3)
+    if step >= 2 and bool(second.any()):
+        ref = tokens[:, step - 1]  # x1 (y1): generated two steps ago
+        rows = second & (ref >= bin_0) & (ref < bin_0 + num_bins)
+        if bool(rows.any()):
+            ids = torch.arange(lprobs.size(1), device=lprobs.device)
+            mask = rows.unsqueeze(1) & (ids >= bin_0).unsqueeze(0) & (ids.unsqueeze(0) <= ref.unsqueeze(1))
+            lprobs.masked_fill_(mask, NEG_INF)
 
 
 def _block_repeated_ngrams(tokens: torch.Tensor, lprobs: torch.Tensor, step: int, n: int, pad: int) -> None:

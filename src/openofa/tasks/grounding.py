@@ -5,10 +5,12 @@ the prompt ' which region does the text " {} " describe?' (Chinese: '这段文�
 and the model emits four location tokens ``<bin_x1> <bin_y1> <bin_x2> <bin_y2>`` (beam 5, exactly
 4 tokens, no repeated trigram).
 Unlike the original we restrict decoding to location tokens by default (the original's evaluation
-does not, and can return text or a negative box), and return the box in original-image pixels,
-clamped to the image, or no box when a token is not a location. The original's path stays
-available: ``restrict_to_bins=False`` decodes unconstrained as its evaluation script does, and
-``faithful=True`` converts the first four tokens to pixels as the original does, whatever they are
+does not, and can return text or a negative box) and to ordered boxes (the x2 and y2 bins greater
+than x1 and y1: beam search prunes the candidates that would invert or empty the box, leaving the
+scores of the others as they are), and return the box in original-image pixels, clamped to the
+image, or no box when a token is not a location. The original's path stays
+available: ``restrict_to_bins=False`` decodes unconstrained as its evaluation script does (no
+ordering either), and ``faithful=True`` decodes without the ordering and converts the first four tokens to pixels as the original does, whatever they are
 (``(token - bin_0) / (num_bins - 1) * max_image_size / resize ratio``, no clamping).
 
 A model whose task settings say ``ground_prompt_type: prev_output`` (the project's small model;
@@ -108,6 +110,8 @@ class Grounding(Task):
     def predict(self, ofa, examples, restrict_to_bins: bool = True, faithful: bool = False, **options):
         cfg = ofa.model.config
         rng = (cfg.bin_0, cfg.vocab_size) if restrict_to_bins else None
+        if restrict_to_bins and not faithful:  # our default: only ordered, non-empty boxes
+            options = {"ordered_box": (cfg.bin_0, cfg.num_bins), **options}
         hypos = self._generate(ofa, examples, rng, options)
         max_size = float(ofa.setting(self.name, "max_image_size", self.max_image_size)) \
             if self.settings_apply(ofa) else self.max_image_size
