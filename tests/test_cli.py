@@ -190,3 +190,48 @@ def test_draw_outputs_of_inputs_sharing_a_stem_do_not_collide(capsys, tmp_path):
                         "--no-progress")
     drawn = [json.loads(line)["drawn"] for line in out.splitlines()]
     assert code == 0 and len(set(drawn)) == 2 and all(Path(d).is_file() for d in drawn)
+
+
+def _bundled_with(tmp_path, **changes):
+    """A copy of the shipped model whose config.json has ``changes``."""
+    import shutil
+
+    from openofa.weights import bundled_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(bundled_model(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    return str(folder)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["vqa", "{img}", "-q", "\udcff what"], "vqa: input 0: question is not valid UTF-8 text"),
+    (["summarize", "{bad_tsv}"], "not valid UTF-8"),
+    (["caption", "{img}", "--model", "{str_layers}"], "config field decoder_layers must be an integer, got '3'"),
+    (["caption", "{img}", "--model", "{float_layers}"], "config field decoder_layers must be an integer, got 3.0"),
+    (["scenes", "{a_file}", "--n", "2"], "is a file, not a folder"),
+    (["scenes", "{a_file}/sub", "--n", "2"], "Not a directory"),
+    (["scenes", "{out}", "--questions", "-1"], "questions must be an integer >= 0, got -1"),
+    (["scenes", "{out}", "--n", "-5"], "n must be an integer >= 1, got -5"),
+    (["demo", "--out", "{a_file}/sub"], "Not a directory"),
+    (["caption", "{img}", "--image-size", "7"], "image size 7 is not a positive multiple of 16"),
+    (["caption", "{img}", "--image-size", "129"], "use 128 or 144"),
+    (["caption", "{img}", "--sampling", "--sampling-topp", "2"], "sampling_topp must be in (0, 1]"),
+    (["eval", "caption", "{captions}", "--limit", "0"], "limit must be a positive number of rows, got 0"),
+])
+def test_careless_input_is_a_one_line_error(capsys, tmp_path, argv, message):
+    from openofa.mini.scenes import write_dataset
+
+    files = write_dataset(tmp_path / "s", n=1, seed=0)
+    (tmp_path / "bad.tsv").write_bytes(b"a\t\xff\xfe\n")
+    (tmp_path / "afile").write_text("x")
+    values = {"img": str(next((tmp_path / "s" / "images").iterdir())), "bad_tsv": str(tmp_path / "bad.tsv"),
+              "a_file": str(tmp_path / "afile"), "out": str(tmp_path / "new"), "captions": str(files["caption"])}
+    if any("layers" in a for a in argv):
+        values["str_layers"] = _bundled_with(tmp_path / "a", decoder_layers="3")
+        values["float_layers"] = _bundled_with(tmp_path / "b", decoder_layers=3.0)
+    code, out, err = _run(capsys, *[a.format(**values) for a in argv])
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    if argv[0] == "scenes":
+        assert not (tmp_path / "new").exists()

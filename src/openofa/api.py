@@ -133,6 +133,9 @@ class OFA:
         RandomResize with ``max_image_size``)."""
         task = self.task(task)
         size = self.task_image_size(task)
+        if size < 16 or size % 16:  # the trunk's stride: another side loses pixels or gives no patch
+            near = " or ".join(str(v) for v in sorted({max(16, size // 16 * 16), (size // 16 + 1) * 16}))
+            raise OFAError(f"image size {size} is not a positive multiple of 16 (the image trunk's stride); use {near}")
         if size > self.model.max_image_size:  # checked before resizing: a huge size would exhaust memory
             raise OFAError(f"image size {size} is larger than the model's image positions cover "
                            f"({self.model.max_image_size} pixels a side)")

@@ -355,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     except OFAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder that cannot be written, a path that is a file ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,10 @@ from openofa.errors import OFAError
 RESNET_LAYERS = {"resnet50": (3, 4, 6), "resnet101": (3, 4, 23), "resnet152": (3, 8, 36), "resnet-small": (1, 1, 1)}
 
 
+_KIND_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "str | None": "a string or null", "dict": "an object"}
+
+
 @dataclass
 class OFAConfig:
     # transformer
@@ -80,6 +84,19 @@ class OFAConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a config file's "3" or 3.0 where a count belongs is an error, not a crash
+            value, kind = getattr(self, f.name), str(f.type)
+            if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+                continue
+            ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+                  "float": lambda v: isinstance(v, float),
+                  "bool": lambda v: isinstance(v, bool),
+                  "str": lambda v: isinstance(v, str),
+                  "str | None": lambda v: v is None or isinstance(v, str),
+                  "dict": lambda v: isinstance(v, dict)}.get(kind, lambda v: True)(value)
+            if not ok:
+                raise OFAError(f"config field {f.name} must be {_KIND_NAMES.get(kind, kind)}, got {value!r:.40}")
         if self.resnet_type not in RESNET_LAYERS:
             raise OFAError(
                 f"unknown resnet_type {self.resnet_type!r}; expected one of {sorted(RESNET_LAYERS)}"

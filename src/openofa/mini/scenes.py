@@ -229,9 +229,15 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
     at ``size``, then shrunk with the bicubic filter of the tasks' resize, boxes scaled with
     them). A model that reads images at that side then sees exactly the pixels it would get from
     the full-size file, while the data loader skips decoding and resizing the larger image."""
+    from openofa.errors import OFAError
     from openofa.vision.transforms import resize_bicubic
 
+    for name, value, low in (("n", n, 1), ("questions", questions, 0), ("image_size", image_size, 16)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise OFAError(f"scenes: {name} must be an integer >= {low}, got {value!r}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OFAError(f"scenes: {out} is a file, not a folder")
     (out / "images").mkdir(parents=True, exist_ok=True)
     files = {t: out / f"{t}.jsonl" for t in ("caption", "vqa", "ground", "detection")}
     handles = {t: p.open("w", encoding="utf-8") for t, p in files.items()}

@@ -78,6 +78,12 @@ class Field:
               "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
               "bool": lambda v: isinstance(v, bool),
               "choice": lambda v: v in self.choices}[self.type](value)
+        if ok and self.type in ("text", "texts"):  # command-line bytes that are not UTF-8 arrive as surrogates
+            for text in [value] if self.type == "text" else value:
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise OFAError(f"{task}: {where}{self.name} is not valid UTF-8 text") from None
         if not ok and self.type == "choice":
             raise OFAError(f"{task}: {where}unknown {self.name} {value!r}; expected one of "
                            f"{', '.join(map(str, self.choices))}")

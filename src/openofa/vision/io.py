@@ -156,6 +156,8 @@ def _open_bytes(data: bytes, label: str) -> Image.Image:
 def _to_rgb(img: Image.Image, label: str) -> Image.Image:
     try:
         img.load()  # Image.open is lazy: force decoding so truncation is caught here
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            img = _to_8bit(img)
         return img if img.mode == "RGB" else img.convert("RGB")
     except Image.DecompressionBombError as e:
         raise OFAError(f"image too large: {label}: {e}") from None
@@ -164,6 +166,23 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
         if "truncated" in msg.lower() or isinstance(e, EOFError):
             raise OFAError(f"image is truncated or corrupt: {label} ({msg})") from None
         raise OFAError(f"cannot decode image {label}: {msg}") from None
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float greyscale image scaled to 8 bits (PIL's own conversion
+    clips every value above 255, turning a 16-bit image white): 16-bit and integer images by
+    65535 (their values' range up to 65535, else their maximum), float images by 1 when their
+    values lie in [0, 1], else by their maximum."""
+    import numpy as np
+
+    a = np.asarray(img, dtype=np.float64)
+    top = float(a.max()) if a.size else 0.0
+    if img.mode == "F":
+        scale = 1.0 if top <= 1.0 else top
+    else:
+        scale = 65535.0 if top <= 65535 else top
+    a = np.clip(a / (scale or 1.0) * 255.0, 0, 255).round().astype(np.uint8)
+    return Image.fromarray(a, mode="L")
 
 
 def _preview(s: str | bytes) -> str:
