@@ -27,6 +27,14 @@ def model_dir(tmp_path_factory, tiny_model):
     return str(folder)
 
 
+def _one_error(err: str, message: str) -> bool:
+    """stderr ends with one ``error:`` line holding ``message``; before it only the model's name
+    (``model:``), warnings and skipped inputs, never a traceback."""
+    *before, last = err.splitlines()
+    return last.startswith("error: ") and message in last and all(
+        line.startswith(("model: ", "warning: ", "skipped: ")) for line in before)
+
+
 def _run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -113,7 +121,7 @@ def test_auto_dtype_gives_the_float32_tokens(capsys, model_dir, monkeypatch, spe
 def test_input_errors_are_one_line(capsys, model_dir, argv, message):
     code, out, err = _run(capsys, *argv[:1], "--model", model_dir, *argv[1:])
     assert code == 2 and out == ""
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert _one_error(err, message)
 
 
 def test_bad_checkpoint_is_one_line(capsys, tmp_path):
@@ -156,7 +164,7 @@ def _scene_folder(tmp_path, n=3):
 def test_results_stream_out_and_a_bad_input_stops_the_run_after_them(capsys, tmp_path):
     folder = _scene_folder(tmp_path)
     code, out, err = _run(capsys, "caption", str(folder), "--batch-size", "1", "--no-progress")
-    assert code == 2 and "1_fake.jpg" in err and err.count("\n") == 1
+    assert code == 2 and _one_error(err, "1_fake.jpg")
     assert [line.split("\t")[0] for line in out.splitlines()] == [str(folder / "0_good.png")]
 
 
@@ -232,6 +240,26 @@ def test_careless_input_is_a_one_line_error(capsys, tmp_path, argv, message):
         values["str_layers"] = _bundled_with(tmp_path / "a", decoder_layers="3")
         values["float_layers"] = _bundled_with(tmp_path / "b", decoder_layers=3.0)
     code, out, err = _run(capsys, *[a.format(**values) for a in argv])
-    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert code == 2 and _one_error(err, message), err
     if argv[0] == "scenes":
         assert not (tmp_path / "new").exists()
+
+
+def test_every_command_names_its_model_and_refuses_what_it_was_not_trained_for(capsys, tmp_path):
+    from openofa.mini.scenes import write_dataset
+
+    files = write_dataset(tmp_path / "s", n=1, seed=0)
+    img = str(next((tmp_path / "s" / "images").iterdir()))
+    code, out, err = _run(capsys, "caption", img, "--no-progress")
+    assert code == 0 and err.splitlines()[0].startswith("model: the project's own small model")
+    assert "trained for caption, vqa, ground, detect" in err
+    code, _, err = _run(capsys, "classify", img, "--classes", "cat,person,rocket")
+    assert code == 2 and _one_error(err, "this model was not trained for classify")
+    code, _, err = _run(capsys, "classify", img, "--classes", "cat,person,rocket", "--any-task")
+    assert code == 2 and _one_error(err, "no word for classes 'cat', 'person', 'rocket'")
+    code, _, err = _run(capsys, "vqa", img, "-q", "what colour is it?", "--answers", "red,dog,cat", "--mode", "allcand")
+    assert code == 2 and _one_error(err, "no word for answers 'cat', 'dog'")
+    code, out, err = _run(capsys, "vqa", img, "-q", "is the cat red?", "--no-progress")
+    assert code == 0 and out and "warning: vqa: the model does not know the word(s) cat of the question" in err
+    code, _, err = _run(capsys, "eval", "caption", str(files["caption"]), "--no-progress")
+    assert code == 0 and err.startswith("model: ")

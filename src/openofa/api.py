@@ -7,6 +7,7 @@ only builds inputs and reads outputs. Every method takes one input or a list and
 from __future__ import annotations
 
 import dataclasses
+import string
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,8 +28,13 @@ class OFA:
     """A loaded model ready for every task."""
 
     def __init__(self, model, *, image_size: int | None = None, task_settings: dict | None = None,
-                 batch_size: int = 8, prepare_workers: int | None = None, zero_shot: bool = False) -> None:
+                 batch_size: int = 8, prepare_workers: int | None = None, zero_shot: bool = False,
+                 any_task: bool = False, source: str | None = None) -> None:
         self.model = model.eval()
+        #: where the model came from (a path; None: built in memory), for :meth:`describe`
+        self.source = source
+        #: run tasks the model records it was not trained for (else they are refused)
+        self.any_task = bool(any_task)
         self._tokenizer: OFATokenizer | None = None
         #: image side for all tasks; None = the checkpoint's / each task's own default
         self.image_size = image_size
@@ -54,7 +60,7 @@ class OFA:
     def load(cls, path: str | Path | None = None, *, ema: bool | None = None, device: str | None = None,
              dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
              image_size: int | None = None, fold_batchnorm: bool = True, prepack: bool = True,
-             zero_shot: bool = False) -> "OFA":
+             zero_shot: bool = False, any_task: bool = False) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package.
 
@@ -72,7 +78,8 @@ class OFA:
         of those weights in memory (61 MB for tiny, 300 MB for base in float32); pass False to save it.
         ``zero_shot`` applies the original's zero-shot evaluation settings to a pretrained file (VQA:
         480 px, no decoder prompt, open beam 20 with unnormalised scores; grounding: 480 px;
-        entailment: 384 px), instead of the pretraining settings the file carries."""
+        entailment: 384 px), instead of the pretraining settings the file carries. ``any_task`` runs
+        tasks the model records it was not trained for (:meth:`trained_tasks`) instead of refusing."""
         from openofa.checkpoints import load_checkpoint
         from openofa.model import model_from_state_dict
 
@@ -93,11 +100,86 @@ class OFA:
         if prepack:
             model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
         task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}
-        return cls(model, image_size=image_size, task_settings=task, zero_shot=zero_shot)
+        return cls(model, image_size=image_size, task_settings=task, zero_shot=zero_shot, any_task=any_task,
+                   source=str(path))
 
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    # ---- what the model is and knows ------------------------------------------------------------
+    def trained_tasks(self) -> list[str] | None:
+        """The tasks the model was trained for, as its files record them: our format's ``tasks``
+        setting, or an official finetuned file's own task; None when the file does not say (a
+        pretrained file, the Hugging Face port), and every task is run."""
+        recorded = self.task_settings.get("tasks")
+        if isinstance(recorded, (list, tuple)) and recorded:
+            return [str(t) for t in recorded]
+        own = own_task(self.task_settings)
+        return [own] if own is not None and not self.zero_shot else None
+
+    def is_bundled(self) -> bool:
+        from openofa.weights import bundled_model
+
+        bundled = bundled_model()
+        return self.source is not None and bundled is not None and Path(self.source) == Path(bundled)
+
+    def describe(self) -> str:
+        """One line naming the model: where it came from, its size, its vocabulary, its tasks."""
+        cfg = self.model.config
+        params = sum(p.numel() for p in self.model.parameters())
+        tasks = self.trained_tasks()
+        known = f"trained for {', '.join(tasks)}" if tasks else "tasks not recorded"
+        if self.is_bundled():
+            words = self.tokenizer.dictionary.nspecial
+            n = len(self.tokenizer) - words - cfg.num_bins - cfg.code_dict_size
+            return (f"the project's own small model ({params / 1e6:.1f}M parameters, {known}; trained on "
+                    f"procedural scenes of coloured shapes, it knows {n} word pieces and no photographs: "
+                    "give --model for a real checkpoint)")
+        name = self.source or "a model built in memory"
+        return f"{name} ({params / 1e6:.1f}M parameters, {cfg.language}, {known})"
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` that the model's vocabulary spells with ``<unk>``."""
+        tok = self.tokenizer
+        if tok.unk not in tok.encode(" " + text):  # the common case, one pass
+            return []
+        words = [w.strip(string.punctuation) or w for w in text.split()]
+        return [w for w in words if tok.unk in tok.encode(" " + w)]
+
+    def warn_unknown(self, task: str, field: str, text: str) -> None:
+        """Warn (``OFAWarning``) about the words of an input the model cannot read."""
+        unknown = self.unknown_words(text)
+        if unknown:
+            import warnings
+
+            from openofa.errors import OFAWarning
+
+            warnings.warn(f"{task}: the model does not know the word(s) {', '.join(sorted(set(unknown)))} "
+                          f"of the {field}; it reads them as <unk>", OFAWarning, stacklevel=3)
+
+    def encode_candidates(self, task: str, what: str, words: Sequence[str]) -> list[list[int]]:
+        """The ids of each candidate (answers, class names, labels) with a leading space. Candidates
+        the model's vocabulary can only spell with ``<unk>`` get a warning; two or more that then
+        become the same ids (they would score alike, and the first would win) are a one-line error."""
+        tok = self.tokenizer
+        ids = [tok.encode(" " + w) for w in words]
+        bad = [w for w, i in zip(words, ids) if tok.unk in i]
+        if bad:
+            seen: dict[tuple, str] = {}
+            clash = [w for w, i in zip(words, ids) if tok.unk in i and seen.setdefault(tuple(i), w) != w]
+            if clash:
+                same = sorted({seen[tuple(i)] for w, i in zip(words, ids) if w in clash} | set(clash))
+                raise OFAError(f"{task}: the model's vocabulary has no word for {what} "
+                               f"{', '.join(map(repr, same[:5]))}{' ...' if len(same) > 5 else ''}: they read "
+                               f"alike (<unk>) and cannot be told apart; choose {what} it knows")
+            import warnings
+
+            from openofa.errors import OFAWarning
+
+            warnings.warn(f"{task}: the model reads {what} {', '.join(map(repr, bad[:5]))} with <unk>",
+                          OFAWarning, stacklevel=3)
+        return ids
 
     # ---- helpers used by the tasks -------------------------------------------------------------
     def task(self, name: str | Task) -> Task:
@@ -153,9 +235,9 @@ class OFA:
         ids = [int(t) for t in tokens]
         return self.tokenizer.decode([t for t in ids if t != self.tokenizer.eos])
 
-    def answer_trie(self, answers: Iterable[str]) -> Trie:
+    def answer_trie(self, answers: Iterable[str], task: str = "vqa") -> Trie:
         tok = self.tokenizer
-        return Trie.from_answers((tok.encode(" " + a) for a in answers), bos=tok.bos, eos=tok.eos)
+        return Trie.from_answers(self.encode_candidates(task, "answers", list(answers)), bos=tok.bos, eos=tok.eos)
 
     def _collate(self, examples: list[Example]) -> dict[str, torch.Tensor | None]:
         pad = self.tokenizer.pad
@@ -227,6 +309,10 @@ class OFA:
         With ``skip_bad`` an input that cannot be read (a missing or broken image, an empty text)
         gives ``(index, OFAError)`` and the others go on; without it the first one raises."""
         task = self.task(task)
+        trained = self.trained_tasks()
+        if trained is not None and task.name not in trained and not self.any_task:
+            raise OFAError(f"{task.name}: this model was not trained for {task.name} (it was trained for "
+                           f"{', '.join(trained)}); pass any_task=True (--any-task) to run it anyway")
         bs = self.batch_size if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise OFAError(f"batch size must be a positive integer, got {bs!r}")

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--zero-shot", action="store_true",
                         help="the original's zero-shot settings for a pretrained file (VQA: 480 px, no decoder "
                              "prompt, beam 20 unnormalised; grounding 480 px; entailment 384 px)")
+    common.add_argument("--any-task", action="store_true",
+                        help="run a task the model records it was not trained for (refused by default)")
     common.add_argument("--device", default="cpu")
     common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
                         help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype); "
@@ -249,6 +251,22 @@ def _draw_path(folder: Path, name: str, used: set[str]) -> Path:
     return folder / out
 
 
+def _load(args: argparse.Namespace):
+    """The model of the command line, named on stderr (what it is, what it was trained for)."""
+    from openofa.api import OFA
+
+    ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
+                   decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot,
+                   any_task=args.any_task)
+    print(f"model: {ofa.describe()}", file=sys.stderr)
+    return ofa
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line ``warning: ...`` on stderr (no source line)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def run_task(args: argparse.Namespace) -> int:
     from openofa.api import OFA
     from openofa.vision.draw import draw_boxes
@@ -258,8 +276,7 @@ def run_task(args: argparse.Namespace) -> int:
     items = collect_inputs(args, bad)
     for message in bad or []:
         print(f"skipped: {message}", file=sys.stderr)
-    ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
-                   decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot)
+    ofa = _load(args)
     options = _options(args)
     for f in spec.options:
         if getattr(args, f.name, None) is not None:
@@ -301,8 +318,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from openofa.api import OFA
     from openofa.evaluate import evaluate
 
-    ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
-                   decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot)
+    ofa = _load(args)
     options = _options(args)
     if args.mode:
         options["mode"] = args.mode
@@ -335,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    warnings.showwarning = _show_warning
     try:
         if args.command == "convert":
             return run_convert(args)

@@ -4,3 +4,8 @@
 
 class OFAError(ValueError):
     """Bad input: a missing or corrupt file, an unknown name, a value out of range."""
+
+
+class OFAWarning(UserWarning):
+    """Something the run can go on with but the user should know (words the model cannot read);
+    the CLI prints it as ``warning: <message>``."""

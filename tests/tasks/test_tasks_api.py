@@ -304,3 +304,34 @@ def test_grounding_decodes_only_ordered_boxes(ofa256, tiny_model):
 def test_sampling_limits_out_of_range_are_refused(ofa256, option, value, message):
     with pytest.raises(OFAError, match=re.escape(message)):
         ofa256.caption(IMG["a_200x150_rgb"], sampling=True, **{option: value})
+
+
+def test_a_model_runs_only_the_tasks_its_file_records(tiny_model):
+    caption_file = OFA(tiny_model, image_size=256, task_settings={"_name": "caption"})
+    assert caption_file.trained_tasks() == ["caption"]
+    with pytest.raises(OFAError, match="this model was not trained for vqa .*any_task=True"):
+        caption_file.vqa(IMG["a_200x150_rgb"], "what?")
+    anyway = OFA(tiny_model, image_size=256, task_settings={"_name": "caption"}, any_task=True)
+    assert isinstance(anyway.vqa(IMG["a_200x150_rgb"], "what?", max_len_b=2), str)
+    assert OFA(tiny_model, task_settings={"_name": "unify_task"}).trained_tasks() is None  # pretrained: all
+    assert OFA(tiny_model, task_settings={"tasks": ["ground", "detect"]}).trained_tasks() == ["ground", "detect"]
+
+
+def test_words_outside_a_small_vocabulary():
+    """The shipped model knows its scenes' words: candidates it cannot spell are refused (they
+    would all score alike), inputs with unknown words are answered with a warning."""
+    import openofa
+    from openofa.errors import OFAWarning
+    from openofa.mini.scenes import make_scene
+
+    own = openofa.load(any_task=True)
+    img = make_scene(0, (128, 128)).image
+    with pytest.raises(OFAError, match="no word for classes 'cat', 'person': they read alike"):
+        own.classify(img, ["cat", "person", "circle"])
+    with pytest.raises(OFAError, match="no word for answers 'banana', 'car'"):
+        own.vqa(img, "what color is the circle?", answers=["red", "banana", "car"])
+    with pytest.warns(OFAWarning, match="reads answers 'a red car' with <unk>"):  # still told apart
+        assert own.vqa(img, "what color is the circle?", answers=["red", "a red car"]) in ("red", "a red car")
+    with pytest.warns(OFAWarning, match="does not know the word.s. zebra of the question"):
+        assert isinstance(own.vqa(img, "is there a zebra?"), str)
+    assert own.unknown_words("the red circle") == []

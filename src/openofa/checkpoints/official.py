@@ -164,6 +164,8 @@ def from_official(
     """
     if not isinstance(ckpt, Mapping):
         raise OFAError(f"{source}: expected a checkpoint dict, found {type(ckpt).__name__}")
+    if ckpt.get("format") == "openofa-train":  # our trainer's last.pt: the model as it trains
+        return _from_training(ckpt, ema=ema, source=source, keep_dtype=keep_dtype)
     notes: list[str] = []
     if ema is None:
         ema = evaluated_with_ema(ckpt)
@@ -230,6 +232,26 @@ def _with_openofa_entry(config: OFAConfig, entry: Any, source: str) -> OFAConfig
         return OFAConfig(**{**config.to_dict(), **dict(fields), "extra": dict(extra)})
     except OFAError as e:
         raise OFAError(f"{source}: {e}") from None
+
+
+def _from_training(ckpt: Mapping, *, ema: bool | None, source: str, keep_dtype: bool):
+    """(config, state dict, meta) of a training checkpoint (``openofa.train.checkpoint``): its model
+    config with the task settings the run recorded, and the model's (or with ``ema=True`` the
+    EMA) weights."""
+    model_config = ckpt.get("model_config")
+    weights = ckpt.get("ema") if ema else ckpt.get("model")
+    if ema and not weights:
+        raise OFAError(f"{source}: this training checkpoint holds no EMA weights")
+    if not isinstance(model_config, Mapping) or not isinstance(weights, Mapping):
+        raise OFAError(f"{source}: a training checkpoint without its model_config or model weights")
+    try:
+        config = OFAConfig.from_dict(model_config)
+    except OFAError as e:
+        raise OFAError(f"{source}: {e}") from None
+    state = OrderedDict((k, v if keep_dtype or not v.is_floating_point() else v.float()) for k, v in weights.items())
+    meta = {"format": "training", "source": source, "ema": bool(ema), "notes": [],
+            "task": dict(config.extra.get("task", {}))}
+    return config, state, meta
 
 
 def load_official(path: str | Path, *, ema: bool | None = False,

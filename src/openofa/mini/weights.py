@@ -23,6 +23,7 @@ MINI_TASK_SETTINGS = {
     "prompt_type": "prev_output",
     "ground_prompt_type": "prev_output",
     "generation": {"caption": {"max_len_b": 40}},
+    "tasks": ["caption", "vqa", "ground", "detect"],
 }
 
 

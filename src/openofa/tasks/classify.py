@@ -39,7 +39,7 @@ class ImageClassification(Task):
     def predict(self, ofa, examples, classes: list[str] | None = None, top_k: int = 5, **options):
         if not classes:
             raise OFAError("classify: give the class names to choose from")
-        cands = [ofa.tokenizer.encode(" " + c) for c in classes]
+        cands = ofa.encode_candidates(self.name, "classes", classes)
         scores = ofa.score_candidates(examples, cands)
         out = []
         for row in scores:

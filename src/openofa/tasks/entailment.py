@@ -57,13 +57,14 @@ class Entailment(Task):
     def prepare(self, ofa, image, hypothesis: str, premise: str | None = None) -> Example:
         if not hypothesis.strip():
             raise OFAError("entail: the hypothesis is empty")
+        ofa.warn_unknown(self.name, "hypothesis", hypothesis)
         length = int(ofa.setting(self.name, "max_src_length", self.max_src_length))
         src = source(ofa.tokenizer, hypothesis, premise or None, length)
         prefix = prompt_prefix(src, ofa.setting(self.name, "prompt_type", "prev_output"), self.name)
         return Example(src, ofa.image_tensor(image, self), prefix=prefix)
 
     def predict(self, ofa, examples, labels: tuple[str, ...] = LABELS, **options):
-        cands = [ofa.tokenizer.encode(" " + a) for a in labels]
+        cands = ofa.encode_candidates(self.name, "labels", labels)
         scores = ofa.score_candidates(examples, cands)
         out = []
         for row in scores:

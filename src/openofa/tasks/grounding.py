@@ -83,6 +83,7 @@ class Grounding(Task):
     def prepare(self, ofa, image, text: str) -> Example:
         if not text.strip():
             raise OFAError("ground: the referring expression is empty")
+        ofa.warn_unknown(self.name, "expression", text)
         tensor, w, h = ofa.image_tensor(image, self, return_size=True)
         size = tensor.shape[-1]
         src = source(ofa.tokenizer, text, int(ofa.setting(self.name, "max_src_length", self.max_src_length)))

@@ -49,6 +49,7 @@ class Summarize(Task):
     def prepare(self, ofa, text: str) -> Example:
         if not text.strip():
             raise OFAError("summarize: the text is empty")
+        ofa.warn_unknown(self.name, "text", text)
         return Example(source(ofa.tokenizer, text, self.max_src_length))
 
     def predict(self, ofa, examples, **options):

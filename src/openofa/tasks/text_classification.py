@@ -92,6 +92,8 @@ class TextClassification(Task):
         texts = [t for t in (text, text2) if t is not None]
         if len(texts) != n_slots:
             raise OFAError(f"classify-text: task {glue_task!r} takes {n_slots} text(s), got {len(texts)}")
+        for text in texts:
+            ofa.warn_unknown(self.name, "text", text)
         src = source(ofa.tokenizer, glue_task, texts, self.max_src_length)
         return Example(src, None, prefix=src[1:], info={"glue_task": glue_task})
 
@@ -99,7 +101,7 @@ class TextClassification(Task):
         out = []
         for ex in examples:
             words = labels or GLUE[ex.info["glue_task"]][1]
-            cands = [ofa.tokenizer.encode(" " + w) for w in words]
+            cands = ofa.encode_candidates(self.name, "labels", words)
             row = ofa.score_candidates([ex], cands)[0]
             best = int(row.argmax())
             out.append({"label": words[best], "scores": {w: float(s) for w, s in zip(words, row)}})

@@ -70,6 +70,7 @@ class VQA(Task):
     def prepare(self, ofa, image, question: str, objects: list[str] | None = None) -> Example:
         if not question.strip():
             raise OFAError("vqa: the question is empty")
+        ofa.warn_unknown(self.name, "question", question)
         src = source(ofa.tokenizer, question, objects, int(ofa.setting(self.name, "max_src_length", self.max_src_length)))
         prefix = prompt_prefix(src, ofa.setting(self.name, "prompt_type", self.prompt_type), self.name,
                                ("prev_output", "none"))
@@ -82,7 +83,7 @@ class VQA(Task):
         if mode != "beam" and not answers:
             raise OFAError(f"vqa: mode {mode!r} needs a list of candidate answers")
         if mode == "allcand":
-            cands = [ofa.tokenizer.encode(" " + a) for a in answers]
+            cands = ofa.encode_candidates(self.name, "answers", answers)
             scores = ofa.score_candidates(examples, cands)
             out = []
             for row in scores:

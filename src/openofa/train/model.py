@@ -48,12 +48,46 @@ def build_model_for(cfg) -> Any:
 
 
 def _with_preprocessing(config, cfg, file_settings: dict):
-    """``config`` recording the image preprocessing the model is trained with (the recipe's data
-    settings over those of the file it starts from), so that the exported model carries it."""
+    """``config`` recording how the model is trained, so that the exported model (``final/``,
+    ``best/``, ``last.pt``) runs as trained: the image preprocessing (the recipe's data settings
+    over those of the file it starts from), the tasks it was trained for (the file's and this
+    run's), and per trained task its prompt type (under the task's setting name) and grounding's
+    ``max_image_size``."""
     from openofa.checkpoints.load import with_task_settings
 
     data = cfg.data if isinstance(cfg.data, dict) else {}
     names = ("patch_image_size", "imagenet_default_mean_and_std")
     keep = {k: v for k, v in file_settings.items() if k in names}
     keep.update({k: data[k] for k in names if data.get(k) is not None})
+    tasks = _trained_tasks(cfg)
+    if tasks:
+        known = file_settings.get("tasks") if isinstance(file_settings.get("tasks"), (list, tuple)) else []
+        keep["tasks"] = list(dict.fromkeys([*known, *tasks]))
+        for name in tasks:
+            from openofa.tasks import TASKS
+
+            task_data = {**{k: v for k, v in data.items() if not isinstance(v, dict)},
+                         **dict(_task_data(data, name) or {})}
+            if task_data.get("prompt_type") is not None:
+                keep[TASKS[name].prompt_setting] = task_data["prompt_type"]
+            if name == "ground" and task_data.get("max_image_size") is not None:
+                keep["max_image_size"] = int(task_data["max_image_size"])
     return with_task_settings(config, keep)
+
+
+def _trained_tasks(cfg) -> list[str]:
+    """The registered tasks a recipe trains (none for pretraining files and hook tasks)."""
+    from openofa.tasks import find_task
+
+    names = list(cfg.mixture) if cfg.task == "mixture" and cfg.mixture else [cfg.task]
+    return [t for t in dict.fromkeys(find_task(n) for n in names) if t is not None]
+
+
+def _task_data(data: dict, task: str) -> dict | None:
+    """The recipe's per-task data options of ``task`` (keyed by the task or one of its names)."""
+    from openofa.tasks import find_task
+
+    for key, value in data.items():
+        if isinstance(value, dict) and find_task(key) == task:
+            return value
+    return None
