@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import torch
@@ -139,6 +141,24 @@ class OFAModel(nn.Module):
         return self.decode(prev_output_tokens, enc, code_masks, cross_attention_layer)
 
 
+@contextlib.contextmanager
+def _no_init():
+    """``torch.nn.init``'s initialisers as no-ops while modules are built on the meta device: their
+    weights are replaced by the checkpoint's anyway, and a random initialiser on the meta device
+    runs through torch's Python reference kernels, whose first use imports ``torch._dynamo``
+    (about a second before a one-image command does any work)."""
+    names = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
+             "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
+    saved = {n: getattr(nn.init, n) for n in names if hasattr(nn.init, n)}
+    try:
+        for n in saved:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
 def model_from_state_dict(config: OFAConfig, state_dict: dict[str, torch.Tensor], *,
                           source: str = "checkpoint") -> OFAModel:
     """An OFA model holding ``state_dict``'s weights (floating ones as float32), loaded strictly.
@@ -146,7 +166,7 @@ def model_from_state_dict(config: OFAConfig, state_dict: dict[str, torch.Tensor]
     The modules are built on the meta device and take the given tensors as they are, so no
     random initialisation runs for weights the checkpoint replaces and no second copy of the
     weights is made (base loads ~2x faster). ``source`` names the weights in errors."""
-    with torch.device("meta"):
+    with torch.device("meta"), _no_init():
         model = OFAModel(config)
     weights = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
     try:
