@@ -44,3 +44,24 @@ def test_exported_and_last_checkpoint_run_as_trained(tmp_path, capsys):
         assert ofa_main(["ground", img, "-t", "the circle", "--model", str(model), "--no-progress"]) == 0
         assert ofa_main(["classify", img, "--classes", "circle,square", "--model", str(model)]) == 2
         assert "not trained for classify" in capsys.readouterr().err
+
+
+def test_a_second_writer_into_a_run_folder_is_refused(tmp_path, capsys):
+    """While one run holds the folder, another ``ofa train`` into it ends with a one-line error and
+    writes nothing; once the first is done (or killed: the lock is the OS's), it may go on."""
+    from openofa.train.cli import main
+    from openofa.train.lock import run_dir_lock
+
+    from train_support import MICRO
+
+    recipe = {"task": "synthetic", "model": "tiny", "model_config": MICRO, "max_update": 1, "batch_size": 2,
+              "run_dir": str(tmp_path / "run"), "progress": False, "validate_every_epochs": 0,
+              "data": {"num_examples": 4, "src_len": 8, "tgt_len": 5, "image_size": 32}}
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    with run_dir_lock([tmp_path / "run"]):
+        assert main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "another training run is writing there (pid" in err and err.count("\n") == 1
+        assert not (tmp_path / "run" / "last.pt").exists()
+    assert main([str(path)]) == 0 and (tmp_path / "run" / "last.pt").exists()

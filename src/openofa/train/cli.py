@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from openofa.errors import OFAError
-from openofa.train.run import run
+from openofa.train.run import run_stages
 
 
 def build_parser(prog: str = "ofa train") -> argparse.ArgumentParser:
@@ -69,22 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             dicts = [cfg.to_dict() for cfg in configs]
             print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
             return 0
-        *earlier, last = configs
-        from openofa.data.image_cache import DecodedImages
-        from openofa.train.feature_cache import FeatureStore
+        from openofa.train.lock import run_dir_lock
 
-        features = FeatureStore()  # the trunk's remembered features, from one stage to the next
-        images = DecodedImages()  # decoded image files (stages with image_cache_mb)
-        for i, cfg in enumerate(earlier):  # stages before the last: skip those already exported
-            name, final = Path(cfg.run_dir).name, Path(cfg.run_dir) / "final"
-            if cfg.resume != "never" and (final / "model.safetensors").is_file():
-                print(f"stage {name}: already done ({final}), going on", file=sys.stderr)
-            else:
-                print(f"stage {i + 1}/{len(configs)}: {name}", file=sys.stderr)
-                run(cfg, feature_memory=features, image_memory=images)
-        if earlier:
-            print(f"stage {len(configs)}/{len(configs)}: {Path(last.run_dir).name}", file=sys.stderr)
-        summary = run(last, feature_memory=features, image_memory=images)
+        with run_dir_lock([cfg.run_dir for cfg in configs]):  # one writer per run folder
+            summary = run_stages(configs)
     except OFAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 from openofa.train.datasets import build_datasets
 from openofa.train.extensions import initialisation_for
 from openofa.train.model import build_model_for
 from openofa.train.validate import task_evaluate
 
-__all__ = ["run"]
+__all__ = ["run", "run_stages"]
 
 
 def run(cfg, *, evaluate=None, hooks=(), feature_memory=None, image_memory=None) -> dict:
@@ -49,3 +50,23 @@ def run(cfg, *, evaluate=None, hooks=(), feature_memory=None, image_memory=None)
         return summary
     finally:
         cleanup(info)
+
+
+def run_stages(configs) -> dict:
+    """Run a recipe's stages in order (those already exported are skipped); the last one's summary."""
+    *earlier, last = configs
+    from openofa.data.image_cache import DecodedImages
+    from openofa.train.feature_cache import FeatureStore
+
+    features = FeatureStore()  # the trunk's remembered features, from one stage to the next
+    images = DecodedImages()  # decoded image files (stages with image_cache_mb)
+    for i, cfg in enumerate(earlier):  # stages before the last: skip those already exported
+        name, final = Path(cfg.run_dir).name, Path(cfg.run_dir) / "final"
+        if cfg.resume != "never" and (final / "model.safetensors").is_file():
+            print(f"stage {name}: already done ({final}), going on", file=sys.stderr)
+        else:
+            print(f"stage {i + 1}/{len(configs)}: {name}", file=sys.stderr)
+            run(cfg, feature_memory=features, image_memory=images)
+    if earlier:
+        print(f"stage {len(configs)}/{len(configs)}: {Path(last.run_dir).name}", file=sys.stderr)
+    return run(last, feature_memory=features, image_memory=images)
