@@ -48,9 +48,11 @@ def test_exported_and_last_checkpoint_run_as_trained(tmp_path, capsys):
 
 def test_a_second_writer_into_a_run_folder_is_refused(tmp_path, capsys):
     """While one run holds the folder, another ``ofa train`` into it ends with a one-line error and
-    writes nothing; once the first is done (or killed: the lock is the OS's), it may go on."""
+    writes nothing; once the first is gone (here killed: the lock is the OS's), it may go on."""
+    import subprocess
+    import sys
+
     from openofa.train.cli import main
-    from openofa.train.lock import run_dir_lock
 
     from train_support import MICRO
 
@@ -59,9 +61,17 @@ def test_a_second_writer_into_a_run_folder_is_refused(tmp_path, capsys):
               "data": {"num_examples": 4, "src_len": 8, "tgt_len": 5, "image_size": 32}}
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(recipe))
-    with run_dir_lock([tmp_path / "run"]):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom openofa.train.lock import run_dir_lock\n"
+        f"with run_dir_lock([{str(tmp_path / 'run')!r}]):\n    print('held', flush=True)\n    time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
         assert main([str(path)]) == 2
         err = capsys.readouterr().err
-        assert "another training run is writing there (pid" in err and err.count("\n") == 1
+        assert f"another training run is writing there (pid {holder.pid})" in err and err.count("\n") == 1
         assert not (tmp_path / "run" / "last.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
     assert main([str(path)]) == 0 and (tmp_path / "run" / "last.pt").exists()

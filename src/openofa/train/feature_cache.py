@@ -7,7 +7,8 @@ of recomputed. ``image_feature_cache_mb: N`` in a recipe does that, up to N MiB 
 
 The key is the image tensor's bytes (Python's 64-bit hash of them, with the shape), so a cached
 result is only ever returned for the very same pixels: a randomly augmented image simply misses.
-Nothing is approximated; a batch with any miss runs the trunk on the missing images only.
+Nothing is approximated; a batch with any miss runs the trunk on the missing images only, one
+image at a time (so an image's features have the same bits in every batch, process and resume).
 Features stay on the model's device (on a GPU they take GPU memory; the hash reads the pixels
 on the CPU).
 
@@ -99,12 +100,17 @@ class TrunkFeatureCache:
         if len(missing) == len(keys):
             return self._compute(images, keys)
         fresh = dict(zip(missing, self._compute(images[missing], [keys[i] for i in missing]))) if missing else {}
-        return torch.stack([fresh[i] if i in fresh else self.store[k] for i, k in enumerate(keys)])
+        return _stack([fresh[i] if i in fresh else self.store[k] for i, k in enumerate(keys)])
 
     def _compute(self, images: torch.Tensor, keys: list[tuple]) -> torch.Tensor:
-        """The trunk's features of ``images``, kept under ``keys`` while the memory bound allows."""
+        """The trunk's features of ``images``, kept under ``keys`` while the memory bound allows.
+        Each image runs through the trunk alone: convolution kernels pick their algorithm by batch
+        size, so features computed in batches of different makeup differ in their last bits, and
+        a run resumed in a fresh process (which computes them again, in other batches) would
+        drift from the run it continues. One image at a time gives every image the same bits
+        whenever and wherever it is computed."""
         with torch.no_grad():
-            feats = self.trunk_forward(images)
+            feats = torch.cat([self.trunk_forward(images[i:i + 1]) for i in range(images.size(0))])
         for k, feat in zip(keys, feats):
             size = feat.numel() * feat.element_size()
             if k not in self.store and self.bytes + size <= self.max_bytes:
@@ -116,6 +122,18 @@ class TrunkFeatureCache:
         """A copy of the model (the EMA model) gets the trunk's plain forward, not a second cache."""
         trunk = memo.get(id(self.trunk), self.trunk)
         return type(trunk).forward.__get__(trunk)
+
+
+def _stack(features: list[torch.Tensor]) -> torch.Tensor:
+    """The features as one batch in the memory layout the trunk itself returns (its convolutions
+    give channels-last tensors): the layers after it multiply in that layout, and a batch laid
+    out otherwise would give gradients that differ in their last bits from those of the same
+    features fresh from the trunk (a resumed run would drift from the run it continues)."""
+    out = torch.stack(features)
+    first = features[0]
+    if first.dim() == 3 and first.size(0) > 1 and first.stride(0) == 1:  # channels last
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def _autocast_mode(kind: str) -> tuple:

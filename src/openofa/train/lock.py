@@ -1,8 +1,10 @@
 """One writer per run folder: a training run holds an exclusive lock on ``<run_dir>/.lock`` while
 it writes there, so a second ``ofa train`` into the same folder is refused instead of both
-writing every log row and checkpoint. The lock is the operating system's (``flock``): a run that
-is killed, however, releases it, so no stale lock is ever left behind. Only the first process of
-a distributed run takes it (its other processes write nothing there)."""
+writing every log row and checkpoint. The lock is the operating system's (a POSIX record lock,
+``lockf``): a run that is killed, however, releases it, so no stale lock is ever left behind, and
+it belongs to the process alone (the data loader's worker processes, which outlive a killed run
+for a moment, do not inherit it). Only the first process of a distributed run takes it (its
+other processes write nothing there)."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def run_dir_lock(run_dirs: Sequence[str | Path]) -> Iterator[None]:
             except OSError as e:
                 raise OFAError(f"{path}: cannot write the run folder ({e.strerror})") from None
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 f.seek(0)
                 owner = f.read().strip() or "unknown"
