@@ -85,3 +85,15 @@ def test_images_larger_than_the_position_table_are_one_line_errors(micro):
         assert model.encode(src, None, torch.zeros(1, 3, 128, 96), torch.tensor([True])).image_grid == (8, 6)
         with pytest.raises(OFAError, match=r"images of 96x129 pixels: .* at most 128 pixels a side"):
             model.encode(src, None, torch.zeros(1, 3, 129, 96), torch.tensor([True]))
+
+
+def test_loading_a_model_does_not_import_the_compiler():
+    """Building the modules to load weights into runs no initialiser (on the meta device their
+    reference kernels import torch._dynamo, a second of start-up for a one-image command)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, openofa\nm = openofa.load()\nm.caption(__import__('openofa.mini.scenes', fromlist=['x'])"
+            ".make_scene(0, (128, 128)).image)\nprint('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
