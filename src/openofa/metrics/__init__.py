@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 from openofa.metrics.accuracy import classification_accuracy, grounding_accuracy, matthews_correlation
 from openofa.metrics.caption import caption_scores
 from openofa.metrics.detection import detection_scores
+from openofa.metrics.ocr import edit_distance, ocr_scores
 from openofa.metrics.ptb import coco_tokenize, ptb_tokenize
 from openofa.metrics.rouge import gigaword_hypothesis, rouge_scores
 from openofa.metrics.vqa import normalize_answer, vqa_accuracy, vqa_ref_score, vqa_score
@@ -19,7 +20,7 @@ from openofa.metrics.vqa import normalize_answer, vqa_accuracy, vqa_ref_score, v
 __all__ = ["caption_scores", "vqa_accuracy", "vqa_score", "vqa_ref_score", "normalize_answer",
            "grounding_accuracy", "classification_accuracy", "matthews_correlation", "rouge_scores",
            "gigaword_hypothesis", "coco_tokenize", "ptb_tokenize", "detection_scores", "vqa_headline",
-           "summary_rouge_l"]
+           "summary_rouge_l", "ocr_scores", "edit_distance"]
 
 
 def vqa_headline(predictions: Sequence[str], references: Sequence) -> float:

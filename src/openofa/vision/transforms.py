@@ -102,6 +102,36 @@ def resize_bicubic(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.resize((width, height), Image.Resampling.BICUBIC)
 
 
+def ocr_transform(image: ImageSource, size: int, *, offset: int | None = None,
+                  mean: Sequence[float] = OFA_MEAN, std: Sequence[float] = OFA_STD) -> torch.Tensor:
+    """The original's OCR preprocessing: the long side resized to ``size`` and the short side to
+    ``max(64, int(size * short / long))`` (bicubic), then edge padding (the border pixels
+    repeated) to ``size`` x ``size``, the image placed ``offset`` pixels along its short side.
+    The original draws the offset at random (``randint(0, size - short)``, unseeded) for training
+    and evaluation alike; ``offset=None`` centres the image, the deterministic middle of that
+    range, which we use for inference."""
+    import numpy as np
+
+    img = load_image(image)
+    w, h = img.size
+    if min(w, h) < 1:
+        raise OFAError(f"image of {w}x{h} pixels has nothing to read")
+    long_, short = max(w, h), min(w, h)
+    if int(size * short / long_) < 1:
+        raise OFAError(f"image of {w}x{h} pixels is too thin to read: its short side would be less than one "
+                       f"pixel at {size}")
+    new_short = min(size, max(64, int(size * short / long_)))
+    nw, nh = (size, new_short) if w >= h else (new_short, size)
+    img = resize_bicubic(img, nw, nh)
+    room = size - new_short
+    at = room // 2 if offset is None else int(offset)
+    if not 0 <= at <= room:
+        raise OFAError(f"ocr offset {at} is outside 0..{room}")
+    pad = ((at, room - at), (0, 0), (0, 0)) if w >= h else ((0, 0), (at, room - at), (0, 0))
+    arr = np.pad(np.asarray(img), pad, mode="edge")
+    return to_tensor_normalized(Image.fromarray(arr), mean, std)
+
+
 def patch_resize_transform(
     image: ImageSource,
     size: int,
@@ -236,7 +266,7 @@ def collate_images(
     return patch_images, patch_masks
 
 
-RESIZE_MODES = ("square", "refcoco")
+RESIZE_MODES = ("square", "refcoco", "ocr")
 
 
 @dataclass(frozen=True)
@@ -244,7 +274,7 @@ class ImagePreprocess:
     """How a model's images are prepared, stored with its weights (the checkpoint's task settings):
     ``mode`` "square" is :func:`patch_resize_transform` to ``size`` x ``size`` (captioning, VQA,
     entailment, classification); "refcoco" is :func:`refcoco_transform` with ``size`` and
-    ``max_size`` (grounding). Calling it gives ``(tensor, width, height)`` of the original image."""
+    ``max_size`` (grounding); "ocr" is :func:`ocr_transform` (text recognition). Calling it gives ``(tensor, width, height)`` of the original image."""
 
     size: int
     mean: tuple[float, float, float] = OFA_MEAN
@@ -259,6 +289,8 @@ class ImagePreprocess:
 
     def __call__(self, image: ImageSource) -> tuple[torch.Tensor, int, int]:
         img = load_image(image)
+        if self.mode == "ocr":
+            return ocr_transform(img, self.size, mean=self.mean, std=self.std), img.size[0], img.size[1]
         if self.mode == "refcoco":
             max_size = self.size if self.max_size is None else self.max_size
             tensor = refcoco_transform(img, size=self.size, max_size=max_size, mean=self.mean, std=self.std).patch_image
