@@ -1,13 +1,14 @@
 """Image captioning (COCO): prompt " what does the image describe?" (Chinese: "图片描述了什么内容?"),
 beam 5, at most 16 tokens, no repeated trigram; punctuation is stripped from English captions as
-the original's evaluation does. Trained on the caption without punctuation (its first
+the original's evaluation does; Chinese captions keep their punctuation and are written without the
+spaces the decoder puts between characters. Trained on the caption without punctuation (its first
 ``max_tgt_length`` words); scored by CIDEr-D against every reference.
 """
 
 from __future__ import annotations
 
 from openofa.tasks.base import IMAGE, Example, Task, layout
-from openofa.text.tokenizer import caption_target_text, strip_punctuation
+from openofa.text.tokenizer import caption_target_text, join_cjk, strip_punctuation
 
 PROMPT = " what does the image describe?"
 PROMPT_ZH = "图片描述了什么内容?"
@@ -54,6 +55,8 @@ class Caption(Task):
             text = ofa.decode_text(best.tokens)
             if ofa.tokenizer.language == "en":
                 text = strip_punctuation(text)
+            else:  # Chinese: the punctuation stays, the characters are written together
+                text = join_cjk(text)
             out.append({"caption": text.strip(), "score": best.score})
         return out
 

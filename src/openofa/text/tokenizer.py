@@ -37,6 +37,7 @@ __all__ = [
     "pre_chinese",
     "caption_target_text",
     "strip_punctuation",
+    "join_cjk",
     "pad_batch",
 ]
 
@@ -111,6 +112,17 @@ def caption_target_text(caption: str, *, train: bool = False, max_words: int | N
         return " ".join(words[:max_words] if max_words is not None else words)
     caption = " ".join(caption.strip().split())
     return "&&".join(c.translate(_NO_PUNCT).strip() for c in caption.strip().split("&&"))
+
+
+_CJK = "\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_CJK_SPACE = re.compile(f"(?<=[{_CJK}])\\s+|\\s+(?=[{_CJK}])")
+
+
+def join_cjk(text: str) -> str:
+    """``text`` without the spaces a Chinese decoder writes between its characters: whitespace
+    next to a CJK character or CJK/full-width punctuation goes, spaces between Latin words and
+    numbers stay (``一 只 猫 ， iphone14 pro`` -> ``一只猫，iphone14 pro``)."""
+    return _CJK_SPACE.sub("", text).strip()
 
 
 def strip_punctuation(text: str) -> str:
