@@ -309,6 +309,10 @@ class OFA:
         With ``skip_bad`` an input that cannot be read (a missing or broken image, an empty text)
         gives ``(index, OFAError)`` and the others go on; without it the first one raises."""
         task = self.task(task)
+        language = self.model.config.language
+        if language not in task.languages:
+            raise OFAError(f"{task.name}: this is a {language} model and {task.name} has prompts in "
+                           f"{', '.join(task.languages)} only (as in the original)")
         trained = self.trained_tasks()
         if trained is not None and task.name not in trained and not self.any_task:
             raise OFAError(f"{task.name}: this model was not trained for {task.name} (it was trained for "

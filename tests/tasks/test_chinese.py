@@ -97,3 +97,13 @@ def test_grounding_prompt_is_the_original(cn_base):
     assert ex.src == prompts["refcoco_src_ids"]
     assert ofa.task("caption").prepare(ofa, image=str(CN / "images" / "a_200x150_rgb.png")).src == \
         prompts["caption_src_ids"]
+
+
+def test_english_only_tasks_refuse_a_chinese_model(cn_base):
+    from openofa.errors import OFAError
+
+    ofa = OFA(cn_base, image_size=480)
+    for call in (lambda: ofa.entail(str(CN / "images" / "a_200x150_rgb.png"), "一只猫"),
+                 lambda: ofa.classify_text("好", task="sst2")):
+        with pytest.raises(OFAError, match="this is a zh model and .* has prompts in en only"):
+            call()

@@ -174,6 +174,8 @@ class Task:
     output: ClassVar[str] = "label"
     #: the headline metric's name
     metric_name: ClassVar[str] = "accuracy"
+    #: the languages the task has prompts for (the original's English-only tasks refuse a Chinese model)
+    languages: ClassVar[tuple[str, ...]] = ("en", "zh")
     #: whether results carry boxes (``ofa <task> --draw``); see :meth:`boxes`
     draws: ClassVar[bool] = False
     #: whether training targets can be restricted to a candidate answer list (``ans2label_file``)

@@ -21,6 +21,7 @@ def _read(rec, fields, where, targets):
 class ImageClassification(Task):
     name = "classify"
     help = "choose a class name for each image"
+    languages = ("en",)  # the original has English prompts only
     aliases = ("image_classify", "imagenet")
     inputs = (IMAGE,)
     options = (Field("classes", "texts", "class names (comma-separated or @file with one per line)", required=True),

@@ -64,6 +64,7 @@ def _flip():
 class Detect(Task):
     name = "detect"
     help = "find every object: boxes and labels"
+    languages = ("en",)  # the original has English prompts only
     aliases = ("object_detection",)
     inputs = (IMAGE,)
     # the original's pretraining detection file: image-id, image base64, "x1,y1,x2,y2,id,name&&..."

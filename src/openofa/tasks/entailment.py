@@ -41,6 +41,7 @@ def _read(rec, fields, where, targets):
 class Entailment(Task):
     name = "entail"
     help = "does the image support the hypothesis? yes / no / maybe"
+    languages = ("en",)  # the original has English prompts only
     aliases = ("snli_ve", "snli-ve", "entailment", "visual_entailment")
     inputs = (IMAGE, Field("hypothesis", "text", "the sentence to check", required=True),
               Field("premise", "text", "a caption of the image (SNLI-VE's premise)"))

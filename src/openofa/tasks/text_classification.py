@@ -62,6 +62,7 @@ def _glue_layout(name, fields, columns, doc):
 class TextClassification(Task):
     name = "classify-text"
     help = "GLUE-style text classification"
+    languages = ("en",)  # the original has English prompts only
     aliases = ("glue",)
     inputs = (Field("text", "text", "the first text of the prompt (qnli: the sentence)", required=True),
               Field("text2", "text", "the second text (mnli, rte, mrpc, qqp: the second sentence; qnli: the question)"),
