@@ -43,6 +43,8 @@ def test_recipe_reads_and_says_how_to_launch(path):
         assert cfg.model in path.stem
         if cfg.criterion == "scst":  # caption stage 2 continues from the stage-1 recipe's best weights
             assert cfg.init_from == f"runs/caption_{cfg.model}/best"
+        elif path.stem.endswith("_cn_base"):  # the Chinese recipes start from the Chinese pretrained file
+            assert cfg.init_from == f"checkpoints/ofa_cn_{cfg.model}.pt"
         else:
             assert cfg.init_from == f"checkpoints/ofa_{cfg.model}.pt"
         assert cfg.precision == "fp16" and cfg.fp16_scale_window == 512 and cfg.validation_seed == 7
