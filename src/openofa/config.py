@@ -64,6 +64,10 @@ class OFAConfig:
     # official training script passes it, so every released checkpoint says True; the architecture's
     # default (False) adds them, as the project's own small model was trained
     disable_entangle: bool = False
+    # the original's --interpolate-position: image position embeddings learnt for an
+    # orig_patch_image_size grid, bilinearly interpolated to a larger grid (OFA-OCR)
+    interpolate_position: bool = False
+    orig_patch_image_size: int = 256
     # how training from scratch initialises the rows of <bin_k>: "normal" like every other token,
     # or "fourier" (cos/sin of k at geometric periods, so neighbouring bins start out similar and a
     # box edge is a smooth read-out; the project's small model)

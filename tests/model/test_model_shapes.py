@@ -75,3 +75,49 @@ def test_small_trunk_width_and_blocks_round_trip_through_the_key_table():
     assert model.encoder.embed_images.out_channels == 256
     inferred = infer_from_state_dict(sd)
     assert inferred["resnet_type"] == "resnet-small" and inferred["resnet_width"] == 16
+
+
+def test_interpolate_position_reads_a_learnt_grid_at_a_larger_size():
+    """The original's --interpolate-position: image positions learnt for a 256-pixel grid (16 x 16
+    patches), bilinearly interpolated to a larger grid; smaller grids read the table as usual."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from openofa.config import get_config
+    from openofa.model import build_model
+    from openofa.model.positions import image_position_ids
+
+    torch.manual_seed(0)
+    plain_cfg = get_config("tiny")
+    cfg = dataclasses.replace(plain_cfg, interpolate_position=True, orig_patch_image_size=256)
+    model = build_model(cfg).eval()
+    enc = model.encoder
+    table = enc.embed_image_positions
+    same = enc.image_position_embeddings(16, 16, "cpu")
+    assert torch.equal(same, table(image_position_ids(16, 16, cfg.image_bucket_size, "cpu")))
+    big = enc.image_position_embeddings(30, 30, "cpu")
+    grid = table(image_position_ids(16, 16, cfg.image_bucket_size, "cpu")).reshape(16, 16, -1)
+    want = F.interpolate(grid.permute(2, 0, 1)[None], size=(30, 30), mode="bilinear")[0].permute(1, 2, 0)
+    assert torch.equal(big, want.reshape(900, -1))
+    assert torch.equal(big.reshape(30, 30, -1)[0, 0], want[0, 0]) and not torch.equal(
+        big, table(image_position_ids(30, 30, cfg.image_bucket_size, "cpu")))
+    # the whole model runs with it, and the flag travels through the official layout
+    with torch.inference_mode():
+        out = model(torch.tensor([[0, 5, 6, 2]]), patch_images=torch.randn(1, 3, 480, 480),
+                    prev_output_tokens=torch.tensor([[0, 7]]))
+    assert torch.isfinite(out).all()
+
+
+def test_interpolate_position_travels_through_the_official_layout(tmp_path):
+    import dataclasses
+
+    from openofa.checkpoints import load_checkpoint, save_official
+    from openofa.config import get_config
+    from openofa.model import build_model
+
+    cfg = dataclasses.replace(get_config("tiny"), interpolate_position=True, orig_patch_image_size=384,
+                              disable_entangle=True)
+    path = save_official(tmp_path / "ocr.pt", cfg, build_model(cfg).state_dict())
+    back, _, _ = load_checkpoint(path)
+    assert back.interpolate_position and back.orig_patch_image_size == 384

@@ -206,6 +206,8 @@ def cannot_represent(config: OFAConfig) -> str | None:
         reasons.append(f"disable_entangle={c.disable_entangle}, entangle_position_embedding="
                        f"{c.entangle_position_embedding} (the port adds no position embeddings to the "
                        "decoder's or encoder's input: disable_entangle must be true, entangle_position_embedding false)")
+    if c.interpolate_position:
+        reasons.append("interpolate_position=True (the port always reads its image positions at their own size)")
     try:
         json.dumps(c.extra)
     except (TypeError, ValueError) as e:

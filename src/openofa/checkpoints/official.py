@@ -37,7 +37,7 @@ from openofa.checkpoints.safe_pickle import load_pt, to_plain
 from openofa.checkpoints.settings import check_required, task_settings
 
 # task-config fields that describe the checkpoint (the rest of cfg['task'] is data/training setup)
-_TASK_FIELDS = ("patch_image_size", "num_bins", "code_dict_size", "bpe", "bpe_dir")
+_TASK_FIELDS = ("patch_image_size", "orig_patch_image_size", "num_bins", "code_dict_size", "bpe", "bpe_dir")
 
 _OLD_LAYER_NORMS = {
     "encoder": {"0": "self_attn_layer_norm", "1": "final_layer_norm"},
@@ -325,6 +325,8 @@ def model_hyperparameters(config: OFAConfig) -> dict[str, Any]:
         "add_type_embedding": True,
         "entangle_position_embedding": c.entangle_position_embedding,
         "disable_entangle": c.disable_entangle,
+        "interpolate_position": c.interpolate_position,
+        "orig_patch_image_size": c.orig_patch_image_size,
         "adaptive_softmax_cutoff": None,
         "adaptive_input": False,
         "resnet_type": c.resnet_type,
@@ -338,7 +340,7 @@ def model_hyperparameters(config: OFAConfig) -> dict[str, Any]:
         "scale_heads": c.scale_heads,
         "scale_resids": c.scale_resids,
         "patch_image_size": c.patch_image_size,
-        "orig_patch_image_size": 256,
+        "orig_patch_image_size": c.orig_patch_image_size,
         "vocab_size": c.vocab_size,
         "quant_noise_pq": 0,
         "sync_bn": False,
@@ -355,7 +357,7 @@ def task_hyperparameters(config: OFAConfig) -> dict[str, Any]:
         "max_source_positions": config.max_source_positions,
         "max_target_positions": config.max_target_positions,
         "patch_image_size": config.patch_image_size,
-        "orig_patch_image_size": 256,
+        "orig_patch_image_size": config.orig_patch_image_size,
         "num_bins": config.num_bins,
         "code_dict_size": config.code_dict_size,
         "imagenet_default_mean_and_std": False,

@@ -37,6 +37,8 @@ MODEL_FIELDS: dict[str, str] = {
                                                  "BPE or Chinese BERT wordpieces)",
     "vocab_size": "the vocabulary's size (read from the tensors)",
     "patch_image_size": "the image side the model was trained at (also a task setting)",
+    "interpolate_position / orig_patch_image_size": "image positions learnt for an orig_patch_image_size "
+                                                    "grid, bilinearly interpolated to a larger grid",
     "dropout / attention_dropout / activation_dropout / relu_dropout / encoder_drop_path_rate / "
     "decoder_drop_path_rate / resnet_drop_path_rate": "training only (zero at inference); kept for finetuning",
     "pad / eos / unk": "special token ids (checked: 1, 2, 3 in every OFA vocabulary)",
@@ -68,15 +70,13 @@ REQUIRED_SETTINGS: dict[str, Any] = {
     "encoder_prompt": False,
     "decoder_prompt": False,
     "adapter": False,
-    "interpolate_position": False,
 }
 
 TASK_FIELDS: dict[str, str] = {
     "_name": "the task the file was finetuned for; task-specific settings below apply to that task only",
     "patch_image_size": "image side of every task run with this file (grounding: of refcoco files only)",
     "max_image_size": "grounding: RandomResize's largest side and the scale of bins to pixels",
-    "orig_patch_image_size": "with interpolate_position, the side the image positions were trained at "
-                             "(interpolation is refused: no released file uses it)",
+    "orig_patch_image_size": "with interpolate_position, the side the image positions were trained at",
     "imagenet_default_mean_and_std": "image normalisation: ImageNet mean/std when true, 0.5/0.5 otherwise",
     "prompt_type": "VQA and entailment decoder prefix: prev_output (source without eos), none, or src",
     "add_object": "VQA: detected object labels appended to the question when the input gives them",

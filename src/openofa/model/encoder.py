@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from openofa.config import OFAConfig
@@ -80,6 +81,20 @@ class Encoder(nn.Module):
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(image_rel_table_rows(cfg.image_bucket_size), heads) for _ in range(cfg.encoder_layers))
 
+    def image_position_embeddings(self, h: int, w: int, device) -> torch.Tensor:
+        """(h*w, C) absolute position embeddings of an h x w patch grid. With the original's
+        ``interpolate_position`` and a grid larger than the ``orig_patch_image_size`` one the
+        table was learnt at, the learnt grid's embeddings are bilinearly interpolated to h x w
+        (the relative position biases keep their buckets)."""
+        cfg = self.cfg
+        side = cfg.orig_patch_image_size // 16
+        if cfg.interpolate_position and h * w > side * side:
+            old = self.embed_image_positions(image_position_ids(side, side, cfg.image_bucket_size, device))
+            old = old.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+            new = F.interpolate(old, size=(h, w), mode="bilinear")
+            return new.permute(0, 2, 3, 1).reshape(h * w, -1)
+        return self.embed_image_positions(image_position_ids(h, w, cfg.image_bucket_size, device))
+
     def embed_image(self, patch_images: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """ResNet features -> projected, typed, normalised patch embeddings (B, h*w, C)."""
         feat = self.embed_images(patch_images)
@@ -87,7 +102,7 @@ class Encoder(nn.Module):
         x = self.image_proj(feat.flatten(2).transpose(1, 2))
         x = x + self.type_embedding.weight[1]
         if self.cfg.entangle_position_embedding:
-            x = x + self.embed_image_positions(image_position_ids(h, w, self.cfg.image_bucket_size, x.device))
+            x = x + self.image_position_embeddings(h, w, x.device)
         x = self.patch_layernorm_embedding(x)
         return x, h, w
 
@@ -112,8 +127,7 @@ class Encoder(nn.Module):
                 img_pad |= ~patch_masks.to(device=device, dtype=torch.bool)[:, None]
             x = torch.cat([img, x], dim=1)
             padding = torch.cat([img_pad, padding], dim=1)
-            img_ids = image_position_ids(h, w, cfg.image_bucket_size, device)
-            img_pos = self.image_pos_ln(self.embed_image_positions(img_ids))[None]
+            img_pos = self.image_pos_ln(self.image_position_embeddings(h, w, device))[None]
             pos = torch.cat([img_pos, pos], dim=1)
         x = self.dropout(x.masked_fill(padding[..., None], 0.0))
 
