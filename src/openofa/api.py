@@ -407,6 +407,10 @@ class OFA:
         """Every object the model finds: ``[{"box": [x1, y1, x2, y2], "label": str}, ...]`` per image."""
         return self._call("detect", "objects", {"image": image}, **options)
 
+    def ocr(self, image, **options):
+        """The text of an image of one line of text (or a list of them); see ``docs/ocr.md``."""
+        return self._call("ocr", "text", {"image": image}, **options)
+
     def entail(self, image, hypothesis: str | Sequence[str], premise: str | Sequence[str] | None = None, **options):
         """'yes', 'no' or 'maybe': does the image (and optional premise) support the hypothesis?"""
         return self._call("entail", "label", {"image": image, "hypothesis": hypothesis, "premise": premise},

@@ -101,6 +101,8 @@ def test_inputs_it_cannot_read_are_one_line_errors(tiny_model):
 
     english = OFA(tiny_model, image_size=256)
     with pytest.raises(OFAError, match="this English model was not trained to read text"):
-        english.run("ocr", [{"image": Image.new("RGB", (200, 40), "white")}])
+        english.ocr(Image.new("RGB", (200, 40), "white"))
+    anyway = OFA(tiny_model, image_size=256, any_task=True)
+    assert [isinstance(t, str) for t in anyway.ocr([Image.new("RGB", (200, 40), "white")] * 2, max_len_b=3)] == [True] * 2
     with pytest.raises(OFAError, match="5000x1 pixels is too thin to read"):
         ocr_transform(Image.new("RGB", (5000, 1), "white"), 480)
