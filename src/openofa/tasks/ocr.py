@@ -4,8 +4,9 @@ Prompt "图片上的文字是什么?" (Chinese, the released OCR checkpoints) or
 image?" (English); the image's long side resized to the patch size and its short side to at least
 64 pixels, edge-padded to a square (:func:`openofa.vision.transforms.ocr_transform`: centred for
 inference, at a random offset in training as the original does); beam 5, at most 64 tokens, no
-n-gram blocking (characters repeat), as the original's ``evaluate_ocr`` scripts. The answer has
-every space removed (a Chinese model's decoder writes its wordpieces apart). Trained on the
+n-gram blocking (characters repeat), as the original's ``evaluate_ocr`` scripts. A Chinese answer
+has every space removed (the decoder writes its wordpieces apart), an English one keeps one space
+between words. Trained on the
 normalised text (simplified Chinese, NFKC, lower case, first 30 characters, as the original's
 dataset does); scored by exact-match accuracy and 1 - normalised edit distance.
 
@@ -71,7 +72,10 @@ class OCR(Task):
 
     def predict(self, ofa, examples, **options):
         hypos = ofa.generate(examples, self.generation, task=self.name, **options)
-        return [{"text": _SPACE.sub("", ofa.decode_text(h.tokens)), "score": h.score} for h in hypos]
+        # Chinese: every space goes, as the original's OCR post-processing; English: words keep one
+        # space between them (removing it would join them)
+        joiner = "" if ofa.tokenizer.language == "zh" else " "
+        return [{"text": _SPACE.sub(joiner, ofa.decode_text(h.tokens)).strip(), "score": h.score} for h in hypos]
 
     def sample(self, b, r):
         from openofa.vision.transforms import ocr_transform
