@@ -97,3 +97,29 @@ def test_loading_a_model_does_not_import_the_compiler():
             ".make_scene(0, (128, 128)).image)\nprint('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_skipping_initialisers_while_loading_leaves_other_threads_alone():
+    import threading
+
+    import torch
+    from torch import nn
+
+    from openofa.model.ofa import _no_init
+
+    seen = {}
+
+    def other():
+        layer = nn.Linear(64, 64)
+        seen["std"] = float(layer.weight.detach().std())
+
+    with _no_init():
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        skipped = torch.zeros(8)
+        nn.init.normal_(skipped)
+    assert seen["std"] > 0.01 and torch.equal(skipped, torch.zeros(8))
+    done = torch.zeros(8)
+    nn.init.normal_(done)
+    assert done.std() > 0.1

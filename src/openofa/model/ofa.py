@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import math
 
@@ -141,22 +142,47 @@ class OFAModel(nn.Module):
         return self.decode(prev_output_tokens, enc, code_masks, cross_attention_layer)
 
 
+_INIT_NAMES = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
+               "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
+_SKIP_INIT = threading.local()
+_INIT_LOCK = threading.Lock()
+
+
+def _install_init_switch() -> None:
+    """Wrap ``torch.nn.init``'s initialisers once so that a thread inside :func:`_no_init` skips
+    them; every other thread (and this one outside it) runs them as before."""
+    with _INIT_LOCK:
+        if getattr(nn.init, "_openofa_switch", False):
+            return
+        for name in _INIT_NAMES:
+            original = getattr(nn.init, name, None)
+            if original is None:
+                continue
+
+            def switched(tensor, *args, _original=original, **kwargs):
+                if getattr(_SKIP_INIT, "on", False):
+                    return tensor
+                return _original(tensor, *args, **kwargs)
+
+            switched.__wrapped__ = original
+            setattr(nn.init, name, switched)
+        nn.init._openofa_switch = True
+
+
 @contextlib.contextmanager
 def _no_init():
-    """``torch.nn.init``'s initialisers as no-ops while modules are built on the meta device: their
-    weights are replaced by the checkpoint's anyway, and a random initialiser on the meta device
-    runs through torch's Python reference kernels, whose first use imports ``torch._dynamo``
-    (about a second before a one-image command does any work)."""
-    names = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
-             "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
-    saved = {n: getattr(nn.init, n) for n in names if hasattr(nn.init, n)}
+    """In this thread, ``torch.nn.init``'s initialisers do nothing while modules are built on the
+    meta device: their weights are replaced by the checkpoint's anyway, and a random initialiser
+    on the meta device runs through torch's Python reference kernels, whose first use imports
+    ``torch._dynamo`` (about a second before a one-image command does any work). Other threads
+    building or initialising models meanwhile are not affected."""
+    _install_init_switch()
+    before = getattr(_SKIP_INIT, "on", False)
+    _SKIP_INIT.on = True
     try:
-        for n in saved:
-            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
         yield
     finally:
-        for n, fn in saved.items():
-            setattr(nn.init, n, fn)
+        _SKIP_INIT.on = before
 
 
 def model_from_state_dict(config: OFAConfig, state_dict: dict[str, torch.Tensor], *,
