@@ -147,6 +147,13 @@ def test_demo_writes_the_drawn_box(capsys, model_dir, tmp_path):
     code, out, _ = _run(capsys, "demo", "--model", model_dir, "--out", str(tmp_path / "demo"))
     assert code == 0 and "caption:" in out and "ground:" in out
     assert (tmp_path / "demo" / "example_box.png").is_file()
+    assert "detect:" not in out  # the tiny model records no tasks: only what every model does
+
+
+def test_demo_of_the_shipped_model_shows_detection(capsys, tmp_path):
+    code, out, _ = _run(capsys, "demo", "--out", str(tmp_path / "demo"))
+    detected = [line for line in out.splitlines() if line.startswith("detect:")]
+    assert code == 0 and len(detected) == 1 and "circle" in detected[0] and "square" in detected[0]
 
 
 def _scene_folder(tmp_path, n=3):

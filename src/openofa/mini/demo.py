@@ -70,4 +70,8 @@ def run_demo(model: str | None, out_dir: str, dtype: str = "fp32") -> int:
     print(f"vqa:      {question} -> {answer}")
     print(f"ground:   {expression} -> " + ("none" if box is None else " ".join(f"{v:.1f}" for v in box)))
     print(f"drawn:    {drawn}")
+    if "detect" in (ofa.trained_tasks() or []):
+        objects = ofa.detect(str(image))
+        print("detect:   " + ("; ".join(f"{o['label']} " + " ".join(f"{v:.0f}" for v in o["box"]) for o in objects)
+                              or "none"))
     return 0
