@@ -270,3 +270,18 @@ def test_every_command_names_its_model_and_refuses_what_it_was_not_trained_for(c
     assert code == 0 and out and "warning: vqa: the model does not know the word(s) cat of the question" in err
     code, _, err = _run(capsys, "eval", "caption", str(files["caption"]), "--no-progress")
     assert code == 0 and err.startswith("model: ")
+
+
+def test_a_glue_file_is_read_with_its_task_layout(capsys, tmp_path, model_dir):
+    """classify-text reads a TSV in the layout of the GLUE task given (--task; MNLI's by default,
+    as the inputs' own default task)."""
+    two = tmp_path / "pairs.tsv"
+    two.write_text("a fine film\ta good film\t1\n")
+    code, out, err = _run(capsys, "classify-text", str(two), "--model", model_dir, "--json", "--no-progress")
+    assert code == 0 and json.loads(out)["input"] == f"{two}:1", err
+    assert set(json.loads(out)["scores"]) == {"maybe", "yes", "no"}  # MNLI's labels
+    one = tmp_path / "sst2.tsv"
+    one.write_text("a fine film\t1\n")
+    code, out, err = _run(capsys, "classify-text", str(one), "--task", "sst2", "--model", model_dir, "--json",
+                          "--no-progress")
+    assert code == 0 and set(json.loads(out)["scores"]) == {"negative", "positive"}, err

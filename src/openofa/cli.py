@@ -180,12 +180,10 @@ def _text_lines(inputs: list[str], field: str) -> Iterator[dict[str, Any]]:
 
 def _data_layout(spec: Task, args: argparse.Namespace):
     """The layout a data file given to the task is read with (a GLUE task's own for classify-text)."""
-    from openofa.data.layouts import get_layout
-
-    name = getattr(args, "glue_task", None) or spec.layouts[0].task if spec.layouts else None
-    if name is None:
+    layout = spec.layout_for({f.name: getattr(args, f.name, None) for f in spec.inputs + spec.options})
+    if layout is None:
         raise OFAError(f"{spec.name} reads no data files; give its inputs as flags")
-    return get_layout(name)
+    return layout
 
 
 def collect_inputs(args: argparse.Namespace, bad: list[str] | None = None) -> list[dict[str, Any]]:

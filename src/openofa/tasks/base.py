@@ -229,6 +229,11 @@ class Task:
         """What a prediction for ``r`` is scored against (the original's evaluation refs)."""
         return r.label
 
+    def layout_for(self, fields: dict[str, Any]) -> TaskLayout | None:
+        """The layout a data file of inputs is read with, given the fields set for every input
+        (None: the task reads no data files)."""
+        return self.layouts[0] if self.layouts else None
+
     def inputs_of(self, r: "Record", layout: TaskLayout) -> dict[str, Any]:
         """The inputs (``prepare`` arguments) of a data row."""
         return {"image": r.image}

@@ -126,6 +126,11 @@ class TextClassification(Task):
         sample.update(b.with_prompt(src, tgt, eos=False))
         return sample
 
+    def layout_for(self, fields):
+        """The file of the GLUE task given (``--task``), by default MNLI's as ``prepare``."""
+        name = fields.get("glue_task") or self.field("glue_task").default
+        return next(lay for lay in self.layouts if lay.task == name)
+
     def inputs_of(self, r, layout):
         return {"text": r.text, "text2": r.text2, "glue_task": layout.task}
 
