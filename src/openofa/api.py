@@ -223,9 +223,8 @@ class OFA:
                            f"({self.model.max_image_size} pixels a side)")
         imagenet = bool(self.task_settings.get("imagenet_default_mean_and_std", False))
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (OFA_MEAN, OFA_STD)
-        if task.image_mode == "refcoco":
-            return ImagePreprocess(size, mean, std, mode="refcoco", max_size=size)
-        return ImagePreprocess(size, mean, std)
+        return ImagePreprocess(size, mean, std, mode=task.image_mode,
+                               max_size=size if task.image_mode == "refcoco" else None)
 
     def image_tensor(self, image, task: str | Task, return_size: bool = False):
         tensor, w, h = self.preprocess(task)(image)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from openofa.api import OFA
 from openofa.errors import OFAError
 from openofa.tasks import get_task
 from openofa.tasks.ocr import normalize_text, source
@@ -46,6 +47,17 @@ def test_preprocessing_equals_the_original(golden, rows):
     img = load_image(decode_base64_image(rows[0][1]))  # 400x64 -> 480x76, 404 rows of padding
     centred = ocr_transform(img, 480)
     assert torch.equal(centred[:, 202:202 + 76], ocr_transform(img, 480, offset=165)[:, 165:165 + 76])
+
+
+def test_inference_prepares_images_as_ocr_does(rows, zh):
+    """The OCR task's examples carry the OCR preprocessing (centred), not a square resize."""
+    from openofa.config import get_config
+    from openofa.model import build_model
+
+    ofa = OFA(build_model(get_config("tiny", vocab_size=30325, language="zh")), image_size=480)
+    img = load_image(decode_base64_image(rows[0][1]))
+    assert ofa.preprocess("ocr").mode == "ocr"
+    assert torch.equal(ofa.task("ocr").prepare(ofa, image=img).image, ocr_transform(img, 480))
 
 
 def test_prompt_targets_and_samples_equal_the_original(golden, rows, zh, tmp_path):
@@ -96,8 +108,6 @@ def test_metric_is_exact_match_and_normalised_edit_distance():
 
 def test_inputs_it_cannot_read_are_one_line_errors(tiny_model):
     from PIL import Image
-
-    from openofa.api import OFA
 
     english = OFA(tiny_model, image_size=256)
     with pytest.raises(OFAError, match="this English model was not trained to read text"):
