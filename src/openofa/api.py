@@ -7,8 +7,9 @@ only builds inputs and reads outputs. Every method takes one input or a list and
 from __future__ import annotations
 
 import dataclasses
-import string
 import os
+import string
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -17,7 +18,7 @@ import torch
 
 from openofa.checkpoints.settings import TASK_SPECIFIC, ZERO_SHOT, own_task
 from openofa.device import resolve_device
-from openofa.errors import OFAError
+from openofa.errors import OFAError, OFAWarning
 from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_candidates
 from openofa.precision import resolve_dtype
 from openofa.tasks import Example, Task, get_task
@@ -151,10 +152,6 @@ class OFA:
         """Warn (``OFAWarning``) about the words of an input the model cannot read."""
         unknown = self.unknown_words(text)
         if unknown:
-            import warnings
-
-            from openofa.errors import OFAWarning
-
             warnings.warn(f"{task}: the model does not know the word(s) {', '.join(sorted(set(unknown)))} "
                           f"of the {field}; it reads them as <unk>", OFAWarning, stacklevel=3)
 
@@ -164,20 +161,18 @@ class OFA:
         become the same ids (they would score alike, and the first would win) are a one-line error."""
         tok = self.tokenizer
         ids = [tok.encode(" " + w) for w in words]
-        bad = [w for w, i in zip(words, ids) if tok.unk in i]
-        if bad:
-            seen: dict[tuple, str] = {}
-            clash = [w for w, i in zip(words, ids) if tok.unk in i and seen.setdefault(tuple(i), w) != w]
-            if clash:
-                same = sorted({seen[tuple(i)] for w, i in zip(words, ids) if w in clash} | set(clash))
-                raise OFAError(f"{task}: the model's vocabulary has no word for {what} "
-                               f"{', '.join(map(repr, same[:5]))}{' ...' if len(same) > 5 else ''}: they read "
-                               f"alike (<unk>) and cannot be told apart; choose {what} it knows")
-            import warnings
-
-            from openofa.errors import OFAWarning
-
-            warnings.warn(f"{task}: the model reads {what} {', '.join(map(repr, bad[:5]))} with <unk>",
+        spelt: dict[tuple, list[str]] = {}  # the unknown candidates, by the ids they read as
+        for w, i in zip(words, ids):
+            if tok.unk in i:
+                spelt.setdefault(tuple(i), []).append(w)
+        alike = sorted(w for group in spelt.values() if len(group) > 1 for w in group)
+        if alike:
+            raise OFAError(f"{task}: the model's vocabulary has no word for {what} "
+                           f"{', '.join(map(repr, alike[:5]))}{' ...' if len(alike) > 5 else ''}: they read "
+                           f"alike (<unk>) and cannot be told apart; choose {what} it knows")
+        if spelt:
+            unknown = [w for group in spelt.values() for w in group]
+            warnings.warn(f"{task}: the model reads {what} {', '.join(map(repr, unknown[:5]))} with <unk>",
                           OFAWarning, stacklevel=3)
         return ids
 

@@ -223,7 +223,7 @@ class SampleBuilder:
             "prefix": _long([]),
             "patch_image": image,
             "patch_mask": image is not None,
-            "ref": reference(self.task, record),
+            "ref": self.task_def.reference(record) if self.task_def is not None else record.label,
             "where": record.where,
         }
         sample.update(extra)

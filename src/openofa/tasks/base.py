@@ -88,10 +88,9 @@ class Field:
             raise OFAError(f"{task}: {where}unknown {self.name} {value!r}; expected one of "
                            f"{', '.join(map(str, self.choices))}")
         if not ok:
-            want = {"text": "a string", "texts": "a list of strings", "int": "an integer", "bool": "True or False",
-                    "choice": "one of " + ", ".join(map(str, self.choices))}[self.type]
-            got = type(value).__name__ if self.type != "choice" else repr(value)
-            raise OFAError(f"{task}: {where}{self.name} must be {want}, got {got}")
+            want = {"text": "a string", "texts": "a list of strings", "int": "an integer",
+                    "bool": "True or False"}[self.type]
+            raise OFAError(f"{task}: {where}{self.name} must be {want}, got {type(value).__name__}")
 
 
 #: the image of an image task, shared by their declarations
