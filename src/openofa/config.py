@@ -83,6 +83,22 @@ class OFAConfig:
     activation_dropout: float = 0.0
     encoder_drop_path_rate: float = 0.0
     decoder_drop_path_rate: float = 0.0
+    # the original's parameter-efficient tuning flags (openofa/petl/): a bottleneck adapter of
+    # adapter_dim in every layer's FFN branch, and per-layer key/value prefixes of
+    # *_prompt_length positions for the encoder's and the decoder's self-attention, optionally
+    # made by a two-layer projection of width *_prompt_dim (0: twice the model width)
+    adapter: bool = False
+    adapter_dim: int = 200
+    encoder_prompt: bool = False
+    encoder_prompt_type: str = "prefix"
+    encoder_prompt_length: int = 100
+    encoder_prompt_projection: bool = False
+    encoder_prompt_dim: int = 0
+    decoder_prompt: bool = False
+    decoder_prompt_type: str = "prefix"
+    decoder_prompt_length: int = 100
+    decoder_prompt_projection: bool = False
+    decoder_prompt_dim: int = 0
     # task-level settings carried with a checkpoint (do not change parameter shapes)
     patch_image_size: int = 480
     extra: dict = field(default_factory=dict)
@@ -112,6 +128,16 @@ class OFAConfig:
                 raise OFAError(f"{side}_embed_dim {dim} is not divisible by {side}_attention_heads {heads}")
         if self.encoder_embed_dim != self.decoder_embed_dim:
             raise OFAError("encoder_embed_dim and decoder_embed_dim must be equal (embeddings are shared)")
+        for side in ("encoder", "decoder"):
+            if getattr(self, f"{side}_prompt") and getattr(self, f"{side}_prompt_type") != "prefix":
+                raise OFAError(f"{side}_prompt_type {getattr(self, f'{side}_prompt_type')!r} is not supported; "
+                               "the original trains only 'prefix'")
+            for name in (f"{side}_prompt_length", f"{side}_prompt_dim"):
+                if getattr(self, name) < 0 or (name.endswith("length") and getattr(self, f"{side}_prompt")
+                                               and getattr(self, name) == 0):
+                    raise OFAError(f"config field {name} must be positive, got {getattr(self, name)}")
+        if self.adapter and self.adapter_dim <= 0:
+            raise OFAError(f"config field adapter_dim must be positive, got {self.adapter_dim}")
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -171,6 +197,9 @@ class OFAConfig:
                 continue
             if f.name in args and args[f.name] is not None:
                 values[f.name] = type(getattr(base, f.name))(args[f.name])
+        for side in ("encoder", "decoder"):  # the original fills in its default, twice the width: 0 here
+            if values[f"{side}_prompt_dim"] == 2 * values["encoder_embed_dim"]:
+                values[f"{side}_prompt_dim"] = 0
         bpe = args.get("bpe")
         if bpe == "bert" or "BERT_CN" in str(args.get("bpe_dir", "")):
             values["language"] = "zh"

@@ -98,9 +98,30 @@ def _attention(prefix: str, dim: int, heads: int, scale_heads: bool) -> list[tup
     return out
 
 
+def _adapter(p: str, c: OFAConfig) -> list[tuple[str, Shape]]:
+    """The original builds a layer's adapter first, so its keys lead the layer's."""
+    if not c.adapter:
+        return []
+    return _linear(f"{p}.adapter.down_proj", c.adapter_dim, c.embed_dim) + _linear(
+        f"{p}.adapter.up_proj", c.embed_dim, c.adapter_dim)
+
+
+def _prompt_encoder(side: str, c: OFAConfig) -> list[tuple[str, Shape]]:
+    if not getattr(c, f"{side}_prompt"):
+        return []
+    p, dim = f"{side}.{side}_prompt_encoder", c.embed_dim
+    length, width = getattr(c, f"{side}_prompt_length"), getattr(c, f"{side}_layers") * 2 * dim
+    if not getattr(c, f"{side}_prompt_projection"):
+        return [(f"{p}.embedding.weight", (length, width))]
+    hidden = getattr(c, f"{side}_prompt_dim") or 2 * dim
+    return [(f"{p}.embedding.weight", (length, dim))] + _linear(f"{p}.trans.0", hidden, dim) + _linear(
+        f"{p}.trans.2", width, hidden)
+
+
 def _encoder_layer(p: str, c: OFAConfig) -> list[tuple[str, Shape]]:
     dim, ffn = c.encoder_embed_dim, c.encoder_ffn_embed_dim
-    out: list[tuple[str, Shape]] = [(f"{p}.w_resid", (dim,))] if c.scale_resids else []
+    out: list[tuple[str, Shape]] = _adapter(p, c)
+    out += [(f"{p}.w_resid", (dim,))] if c.scale_resids else []
     out += _attention(f"{p}.self_attn", dim, c.encoder_attention_heads, c.scale_heads)
     out += _norm(f"{p}.self_attn_layer_norm", dim)
     out += _linear(f"{p}.fc1", ffn, dim) + _linear(f"{p}.fc2", dim, ffn)
@@ -114,7 +135,8 @@ def _encoder_layer(p: str, c: OFAConfig) -> list[tuple[str, Shape]]:
 
 def _decoder_layer(p: str, c: OFAConfig) -> list[tuple[str, Shape]]:
     dim, ffn, heads = c.decoder_embed_dim, c.decoder_ffn_embed_dim, c.decoder_attention_heads
-    out: list[tuple[str, Shape]] = [(f"{p}.w_resid", (dim,))] if c.scale_resids else []
+    out: list[tuple[str, Shape]] = _adapter(p, c)
+    out += [(f"{p}.w_resid", (dim,))] if c.scale_resids else []
     out += _attention(f"{p}.self_attn", dim, heads, c.scale_heads)
     if c.scale_attn:
         out += _norm(f"{p}.self_attn_ln", dim) + _norm(f"{p}.cross_attn_ln", dim)
@@ -155,6 +177,7 @@ def _official_keys_cached(items: tuple) -> tuple[tuple[str, Shape], ...]:
     buf = _buffer_shapes(c)
     image_positions = c.image_bucket_size**2 + 1
     enc: list[tuple[str, Shape]] = [(f"encoder.{b}", buf[b]) for b in ("version", "token_rp_bucket", "image_rp_bucket")]
+    enc += _prompt_encoder("encoder", c)
     enc.append((EMBED_KEY, (c.vocab_size, dim)))
     enc += _norm("encoder.layernorm_embedding", dim)
     enc.append(("encoder.type_embedding.weight", (2, dim)))
@@ -172,6 +195,7 @@ def _official_keys_cached(items: tuple) -> tuple[tuple[str, Shape], ...]:
 
     ddim = c.decoder_embed_dim
     dec: list[tuple[str, Shape]] = [(f"decoder.{b}", buf[b]) for b in buf]
+    dec += _prompt_encoder("decoder", c)
     dec.append(("decoder.embed_tokens.weight", (c.vocab_size, ddim)))
     dec += _norm("decoder.layernorm_embedding", ddim)
     dec.append(("decoder.embed_positions.weight", (c.max_target_positions + 2, ddim)))

@@ -72,7 +72,24 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * d))
 
     def forward(self, x: torch.Tensor, kv_input: torch.Tensor | None = None,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-        """Batch-first attention of ``x`` (B, T, C) over ``kv_input`` (B, S, C), self-attention when None."""
+                bias: torch.Tensor | None = None,
+                prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Batch-first attention of ``x`` (B, T, C) over ``kv_input`` (B, S, C), self-attention when
+        None. ``prefix``: keys and values (B, H, L, d) put in front of the projected ones (prefix
+        tuning), with a zero bias."""
         k, v = self.project_kv(x if kv_input is None else kv_input)
+        if prefix is not None:
+            k, v, bias = with_prefix(k, v, bias, prefix)
         return self.merge(self.attend(self.project_q(x), k, v, bias))
+
+
+def with_prefix(k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                prefix: tuple[torch.Tensor, torch.Tensor]):
+    """Keys/values (B, H, S, d) with ``prefix`` (B, H, L, d) in front; ``bias`` (..., S) gets L
+    zero columns in front (prefix columns carry no position bias and no mask)."""
+    pk, pv = prefix
+    k = torch.cat([pk.to(k.dtype), k], dim=2)
+    v = torch.cat([pv.to(v.dtype), v], dim=2)
+    if bias is not None:
+        bias = F.pad(bias, (pk.shape[2], 0))
+    return k, v, bias

@@ -30,6 +30,7 @@ from openofa.config import OFAConfig
 from openofa.model.encoder import EncoderOutput, key_padding_bias
 from openofa.model.layers import DecoderLayer
 from openofa.model.linear import Linear
+from openofa.model.prompt import prompt_encoder_for
 from openofa.model.positions import (code_position_ids, image_rel_bucket_of_ids, image_rel_table_rows,
                                      token_rel_bucket)
 
@@ -83,6 +84,7 @@ class DecoderCache:
         self.enc_pad_bias = key_padding_bias(enc.padding_mask, cross_pos_k.dtype)  # (B, 1, 1, S)
         self.group = group
         self.self_kv = [_SelfKV() for _ in cross_kv]
+        self.prefix_len = 0  # prefix-tuning keys at the front of self_kv (no position bias)
         self.step = 0
         # position biases of text rows for steps [bias_start, bias_start + CHUNK), computed a
         # chunk at a time (see Decoder._step_biases): per layer self (1, H, CHUNK, K), cross (B, H, CHUNK, S)
@@ -149,6 +151,8 @@ class Decoder(nn.Module):
             nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(cfg.decoder_layers))
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(image_rel_table_rows(cfg.image_bucket_size), heads) for _ in range(cfg.decoder_layers))
+        # the original's --decoder-prompt: per-layer self-attention key/value prefixes (openofa/petl)
+        self.decoder_prompt_encoder = prompt_encoder_for(cfg, "decoder") if cfg.decoder_prompt else None
 
     # ---- position biases ---------------------------------------------------------------------
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,14 +262,16 @@ class Decoder(nn.Module):
                 raise IndexError(f"cross_attention_layer {cross_attention_layer}: the decoder has {n} layers")
             want = cross_attention_layer % n
         attention = None
+        prefixes = self.decoder_prompt_encoder(bsz) if self.decoder_prompt_encoder is not None else None
         for i, layer in enumerate(self.layers):
             self_bias = (self_abs + rel[i] + self_mask).to(x.dtype)
             cross_kv = layer.encoder_attn.project_kv(enc.hidden)
+            prefix = None if prefixes is None else prefixes[i]
             if i == want:
-                x, weights = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype), need_weights=True)
+                x, weights = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype), need_weights=True, prefix=prefix)
                 attention = CrossAttention(weights, enc.image_grid)
             else:
-                x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype))
+                x = layer(x, self_bias, cross_kv, cross_bias.to(x.dtype), prefix=prefix)
         out = self.layer_norm(x) if features_only else self._output(x)
         return out if attention is None else (out, attention)
 
@@ -275,7 +281,14 @@ class Decoder(nn.Module):
         """``code_masks`` (B,): the inputs whose decoder rows produce image codes."""
         cross_kv = [layer.encoder_attn.project_kv(enc.hidden) for layer in self.layers]
         code = self._code_rows(code_masks, enc.batch_size)
-        return DecoderCache(enc, cross_kv, self.cross_pos_keys(enc), group, code)
+        cache = DecoderCache(enc, cross_kv, self.cross_pos_keys(enc), group, code)
+        if self.decoder_prompt_encoder is not None:  # the prefixes lead every row's self-attention keys
+            prefixes = self.decoder_prompt_encoder(cache.num_rows)
+            for kv, (pk, pv) in zip(cache.self_kv, prefixes):
+                dtype = self.embed_tokens.weight.dtype
+                kv.update(pk.to(dtype), pv.to(dtype))
+            cache.prefix_len = prefixes[0][0].shape[2]
+        return cache
 
     def step(self, tokens: torch.Tensor, cache: DecoderCache, features_only: bool = False) -> torch.Tensor:
         """Feed the last column of ``tokens`` (N, t+1) at position t; return logits (N, V), or with
@@ -295,6 +308,8 @@ class Decoder(nn.Module):
             rel = self._rel_biases(pos, torch.arange(t + 1, device=device), code)
             cross_bias = cross_bias.to(x.dtype)
             self_biases = [(self_abs + r).to(x.dtype) for r in rel]
+            if cache.prefix_len:
+                self_biases = [torch.nn.functional.pad(b, (cache.prefix_len, 0)) for b in self_biases]
         for i, layer in enumerate(self.layers):
             x = layer(x, self_biases[i], cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
         cache.step += 1
@@ -313,9 +328,10 @@ class Decoder(nn.Module):
             self_abs, cross = self._position_biases(positions, cache.cross_pos_k, cache.enc_pad_bias)
             keys = torch.arange(t + self.BIAS_CHUNK, device=positions.device)
             dtype = self.embed_positions.weight.dtype
-            cache.self_biases = [(self_abs + r).to(dtype) for r in self._rel_biases(positions, keys, None)]
+            cache.self_biases = [torch.nn.functional.pad((self_abs + r).to(dtype), (cache.prefix_len, 0))
+                                 for r in self._rel_biases(positions, keys, None)]
             cache.cross_biases = cross.to(dtype)
             cache.bias_start = start
         row = t - start
-        return ([b[:, :, row:row + 1, : t + 1] for b in cache.self_biases],
+        return ([b[:, :, row:row + 1, : cache.prefix_len + t + 1] for b in cache.self_biases],
                 cache.cross_biases[:, :, row:row + 1])

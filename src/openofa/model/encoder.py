@@ -19,6 +19,7 @@ from torch import nn
 from openofa.config import OFAConfig
 from openofa.model.layers import EncoderLayer
 from openofa.model.linear import Linear
+from openofa.model.prompt import prompt_encoder_for
 from openofa.model.positions import image_position_ids, image_rel_bucket, image_rel_table_rows, token_rel_bucket
 from openofa.model.resnet import ResNetTrunk
 
@@ -80,6 +81,8 @@ class Encoder(nn.Module):
             nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(cfg.encoder_layers))
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(image_rel_table_rows(cfg.image_bucket_size), heads) for _ in range(cfg.encoder_layers))
+        # the original's --encoder-prompt: per-layer key/value prefixes (prefix tuning, openofa/petl)
+        self.encoder_prompt_encoder = prompt_encoder_for(cfg, "encoder") if cfg.encoder_prompt else None
 
     def image_position_embeddings(self, h: int, w: int, device) -> torch.Tensor:
         """(h*w, C) absolute position embeddings of an h x w patch grid. With the original's
@@ -151,12 +154,13 @@ class Encoder(nn.Module):
         if n_img:
             rel_index[:n_img, :n_img] = image_rel_bucket(h, w, cfg.image_bucket_size, device)
         rel_index = rel_index.view(-1)
+        prefixes = self.encoder_prompt_encoder(bsz) if self.encoder_prompt_encoder is not None else None
         for i, layer in enumerate(self.layers):
             img_table, tok_table = self.image_rel_pos_table_list[i].weight, self.token_rel_pos_table_list[i].weight
             table = torch.cat([img_table, tok_table, tok_table.new_zeros(1, self.num_heads)]).t().contiguous()
             bias = table.index_select(1, rel_index).view(1, self.num_heads, s, s).add_(abs_bias)
             if pad_bias is not None:
                 bias = bias + pad_bias
-            x = layer(x, bias.to(x.dtype))
+            x = layer(x, bias.to(x.dtype), None if prefixes is None else prefixes[i])
         x = self.layer_norm(x)
         return EncoderOutput(x, padding, pos.expand(bsz, -1, -1), grid)

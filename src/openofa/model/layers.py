@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from openofa.config import OFAConfig
-from openofa.model.attention import Attention
+from openofa.model.adapter import Adapter
+from openofa.model.attention import Attention, with_prefix
 from openofa.model.droppath import DropPath
 from openofa.model.linear import Linear
 
@@ -40,12 +41,16 @@ class _FFN(nn.Module):
         self.w_resid = nn.Parameter(torch.ones(dim)) if cfg.scale_resids else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.activation_dropout = nn.Dropout(cfg.activation_dropout)
+        # the original's --adapter: a bottleneck at the end of the FFN branch (openofa/petl)
+        self.adapter = Adapter(dim, cfg.adapter_dim) if cfg.adapter else None
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         h = self.activation_dropout(_gelu(self.fc1(self.final_layer_norm(x))))
         if self.ffn_layernorm is not None:
             h = self.ffn_layernorm(h)
         h = self.dropout(self.fc2(h))
+        if self.adapter is not None:
+            h = self.adapter(h)
         residual = x if self.w_resid is None else self.w_resid * x
         return residual + self.drop_path(h)
 
@@ -61,8 +66,9 @@ class EncoderLayer(_FFN):
         self.drop_path = DropPath(drop_path)
         self._init_ffn(cfg, dim, cfg.encoder_ffn_embed_dim)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        h = self.self_attn(self.self_attn_layer_norm(x), bias=bias)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor,
+                prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        h = self.self_attn(self.self_attn_layer_norm(x), bias=bias, prefix=prefix)
         if self.attn_ln is not None:
             h = self.attn_ln(h)
         x = x + self.drop_path(self.dropout(h))
@@ -86,11 +92,14 @@ class DecoderLayer(_FFN):
     def forward(self, x: torch.Tensor, self_bias: torch.Tensor | None,
                 cross_kv: tuple[torch.Tensor, torch.Tensor], cross_bias: torch.Tensor | None,
                 self_kv: KVStore | None = None, group: int = 1,
-                need_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                need_weights: bool = False,
+                prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``x`` (N, T, C). ``cross_kv``: encoder keys/values (N / group, H, S, d), shared by the
         ``group`` consecutive rows of ``x`` that decode the same input (beam search), with
         ``cross_bias`` (N / group, H, T, S). ``self_kv``: the cache of earlier steps, or None for
-        teacher forcing over the whole sequence. ``need_weights`` (teacher forcing only): also
+        teacher forcing over the whole sequence. ``prefix`` (teacher forcing; a cache holds its
+        own): self-attention key/value prefixes (N, H, L, d), ``self_bias`` covering only the
+        sequence's keys. ``need_weights`` (teacher forcing only): also
         return the cross-attention probabilities (N, H, T, S), float32."""
         # self-attention
         h = self.self_attn_layer_norm(x)
@@ -99,6 +108,8 @@ class DecoderLayer(_FFN):
         k, v = att.project_kv(h)
         if self_kv is not None:
             k, v = self_kv.update(k, v)
+        elif prefix is not None:
+            k, v, self_bias = with_prefix(k, v, self_bias, prefix)
         h = att.merge(att.attend(q, k, v, self_bias))
         if self.self_attn_ln is not None:
             h = self.self_attn_ln(h)
