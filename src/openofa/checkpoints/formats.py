@@ -44,6 +44,11 @@ class CheckpointFormat:
 
     def save(self, dst: str | Path, config: OFAConfig, state_dict: Mapping[str, torch.Tensor]) -> Path:
         """Write ``dst`` in this layout, or refuse (one-line OFAError) before writing anything."""
+        lora = [k for k in state_dict if ".lora_A." in k or ".lora_B." in k]
+        if lora:
+            raise OFAError(f"{dst}: the model carries unmerged LoRA updates ({lora[0]} ...): merge them into the "
+                           "weights (openofa.petl.merge_lora, `ofa train --merge`) or save the adapter alone "
+                           "(openofa.petl.files.save_adapter)")
         reason = self.can_represent(config, state_dict)
         if reason:
             raise OFAError(f"{dst}: the {self.name} format cannot represent this model: {reason}")

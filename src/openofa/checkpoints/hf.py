@@ -189,6 +189,8 @@ def cannot_represent(config: OFAConfig) -> str | None:
     """Why the port's layout cannot hold ``config`` (None when it can)."""
     c = config
     reasons = []
+    if c.adapter or c.encoder_prompt or c.decoder_prompt:
+        reasons.append("adapters or prefix tuning (the port has neither)")
     if c.resnet_type not in HF_RESNETS:
         reasons.append(f"resnet_type={c.resnet_type!r} (the port builds {', '.join(HF_RESNETS)})")
     if c.resnet_width != 64:

@@ -344,7 +344,17 @@ def model_hyperparameters(config: OFAConfig) -> dict[str, Any]:
         "vocab_size": c.vocab_size,
         "quant_noise_pq": 0,
         "sync_bn": False,
+        "adapter": c.adapter,
+        "adapter_dim": c.adapter_dim,
     })
+    for side in ("encoder", "decoder"):  # prefix tuning, with the original's filled-in defaults
+        out.update({
+            f"{side}_prompt": getattr(c, f"{side}_prompt"),
+            f"{side}_prompt_type": getattr(c, f"{side}_prompt_type"),
+            f"{side}_prompt_length": getattr(c, f"{side}_prompt_length"),
+            f"{side}_prompt_projection": getattr(c, f"{side}_prompt_projection"),
+            f"{side}_prompt_dim": getattr(c, f"{side}_prompt_dim") or 2 * c.encoder_embed_dim,
+        })
     return out
 
 

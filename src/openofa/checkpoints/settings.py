@@ -42,6 +42,9 @@ MODEL_FIELDS: dict[str, str] = {
     "dropout / attention_dropout / activation_dropout / relu_dropout / encoder_drop_path_rate / "
     "decoder_drop_path_rate / resnet_drop_path_rate": "training only (zero at inference); kept for finetuning",
     "pad / eos / unk": "special token ids (checked: 1, 2, 3 in every OFA vocabulary)",
+    "adapter / adapter_dim": "bottleneck adapters in every layer (parameter-efficient tuning, docs/petl.md)",
+    "encoder_prompt / decoder_prompt / *_prompt_type / *_prompt_length / *_prompt_projection / *_prompt_dim":
+        "prefix tuning: per-layer key/value prefixes (type prefix only, as the original's scripts)",
 }
 
 # switches with one implemented value; (value, what the other value would mean)
@@ -67,9 +70,6 @@ REQUIRED_SETTINGS: dict[str, Any] = {
     "encoder_layers_to_keep": None,
     "decoder_layers_to_keep": None,
     "quant_noise_pq": 0,
-    "encoder_prompt": False,
-    "decoder_prompt": False,
-    "adapter": False,
 }
 
 TASK_FIELDS: dict[str, str] = {

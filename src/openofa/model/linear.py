@@ -62,8 +62,14 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.is_packed and x.dtype == self.weight.dtype and x.device.type == "cpu"
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
-            return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
+            y = torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+        else:
+            y = F.linear(x, self.weight, self.bias)
+        lora_a = self._modules.get("lora_A")  # a low-rank update (openofa/petl/lora.py), until merged
+        if lora_a is not None:
+            h = F.dropout(x, p=self.lora_dropout, training=self.training) if self.lora_dropout else x
+            y = y + self._modules["lora_B"](lora_a(h)) * self.lora_scaling
+        return y
 
     def __getstate__(self):
         state = self.__dict__.copy()
