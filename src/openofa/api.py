@@ -61,7 +61,8 @@ class OFA:
     def load(cls, path: str | Path | None = None, *, ema: bool | None = None, device: str | None = None,
              dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
              image_size: int | None = None, fold_batchnorm: bool = True, prepack: bool = True,
-             zero_shot: bool = False, any_task: bool = False) -> "OFA":
+             zero_shot: bool = False, any_task: bool = False, adapter: str | Path | None = None,
+             merge_adapter: bool = True) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package.
 
@@ -80,7 +81,11 @@ class OFA:
         ``zero_shot`` applies the original's zero-shot evaluation settings to a pretrained file (VQA:
         480 px, no decoder prompt, open beam 20 with unnormalised scores; grounding: 480 px;
         entailment: 384 px), instead of the pretraining settings the file carries. ``any_task`` runs
-        tasks the model records it was not trained for (:meth:`trained_tasks`) instead of refusing."""
+        tasks the model records it was not trained for (:meth:`trained_tasks`) instead of refusing.
+        ``adapter``: an adapter folder (parameter-efficient tuning, ``openofa.petl.files``) applied on
+        top of the loaded model; its LoRA updates are merged into the weights unless
+        ``merge_adapter=False`` (the same outputs, no cost at inference), and the tasks it was trained
+        for join the model's."""
         from openofa.checkpoints import load_checkpoint
         from openofa.model import model_from_state_dict
 
@@ -94,6 +99,15 @@ class OFA:
         device = resolve_device(device)  # before reading weights: a bad device is a one-line error
         config, state_dict, meta = load_checkpoint(path, ema=ema)
         model = model_from_state_dict(config, state_dict, source=str(path))
+        adapter_tasks: list[str] = []
+        if adapter is not None:
+            from openofa.petl import merge_lora
+            from openofa.petl.files import load_adapter, read_adapter
+
+            load_adapter(model, adapter)
+            adapter_tasks = list(read_adapter(adapter)[2].get("tasks") or [])
+            if merge_adapter:
+                merge_lora(model)
         model = model.to(device=device).eval()
         if fold_batchnorm:
             model.fold_batchnorm()
@@ -101,6 +115,10 @@ class OFA:
         if prepack:
             model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
         task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}
+        if adapter_tasks and isinstance(task.get("tasks"), (list, tuple)):
+            task["tasks"] = list(dict.fromkeys([*task["tasks"], *adapter_tasks]))
+        elif adapter_tasks and own_task(task) is not None:
+            task["tasks"] = list(dict.fromkeys([own_task(task), *adapter_tasks]))
         return cls(model, image_size=image_size, task_settings=task, zero_shot=zero_shot, any_task=any_task,
                    source=str(path))
 

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "prompt, beam 20 unnormalised; grounding 480 px; entailment 384 px)")
     common.add_argument("--any-task", action="store_true",
                         help="run a task the model records it was not trained for (refused by default)")
+    common.add_argument("--adapter", help="an adapter folder (LoRA, adapters, prefix or BitFit, peft's layout) "
+                        "applied on top of --model")
     common.add_argument("--device", default="cpu")
     common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
                         help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype); "
@@ -255,7 +257,7 @@ def _load(args: argparse.Namespace):
 
     ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
                    decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot,
-                   any_task=args.any_task)
+                   any_task=args.any_task, adapter=getattr(args, "adapter", None))
     print(f"model: {ofa.describe()}", file=sys.stderr)
     return ofa
 

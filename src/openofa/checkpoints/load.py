@@ -29,6 +29,9 @@ def detect_format(path: str | Path) -> str:
     for fmt in FORMATS.values():
         if fmt.detect(path):
             return fmt.name
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        raise OFAError(f"{path}: an adapter folder (parameter-efficient tuning), not a whole model; load its base "
+                       f"model with the adapter: --model BASE --adapter {path} (OFA.load(BASE, adapter=...))")
     if path.is_dir() or path.suffix == ".safetensors":
         cfg_path = (path if path.is_dir() else path.parent) / "config.json"
         if not cfg_path.is_file():

@@ -42,8 +42,9 @@ def is_adapter_folder(path: str | Path) -> bool:
 
 
 def save_adapter(model, spec: Any, folder: str | Path, *, base_model: str | None = None,
-                 tasks: list[str] | None = None) -> Path:
-    """Write the weights ``spec``'s methods train (and nothing else) to ``folder``."""
+                 tasks: list[str] | None = None, state_dict: dict | None = None) -> Path:
+    """Write the weights ``spec``'s methods train (and nothing else) to ``folder``: ``model``'s
+    own, or those of ``state_dict`` (a gathered copy of them)."""
     from safetensors.torch import save_file
 
     from openofa.petl import methods_from, trainable_names
@@ -52,7 +53,7 @@ def save_adapter(model, spec: Any, folder: str | Path, *, base_model: str | None
     if not methods:
         raise OFAError("save_adapter: no petl method given")
     names = trainable_names(model, methods_as_specs(methods))
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters()) if state_dict is None else state_dict
     tensors = {PREFIX + n: params[n].detach().to("cpu").contiguous().clone() for n in names}
     meta = {"methods": [_method_spec(m) for m in methods], "model": model_shape(model.config),
             "tasks": list(tasks or [])}

@@ -162,13 +162,41 @@ def export_weights(folder: str | Path, config: Any, state_dict: Mapping[str, tor
     then swapped in place of the old one."""
     from openofa.checkpoints import save_pretrained
 
+    return _write_whole(folder, lambda tmp: save_pretrained(
+        tmp, config, {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}))
+
+
+def export_adapter(folder: str | Path, cfg: Any, model: Any, state_dict: Mapping[str, torch.Tensor]) -> Path:
+    """Write ``folder`` as an adapter folder (``openofa.petl.files``) holding only the weights the
+    recipe's ``petl`` methods train, taken from ``state_dict``; written whole like :func:`export_weights`."""
+    from openofa.petl.files import save_adapter
+    from openofa.train.model import trained_tasks
+
+    return _write_whole(folder, lambda tmp: save_adapter(model, cfg.petl, tmp, base_model=cfg.init_from,
+                                                         tasks=trained_tasks(cfg), state_dict=state_dict))
+
+
+def export_merged(folder: str | Path, model: Any) -> Path:
+    """The whole model with its LoRA updates merged into the weights (adapters and prefixes stay as
+    modules the config records) as a ``save_pretrained`` folder."""
+    import copy
+
+    from openofa.petl import merge_lora
+
+    merged = copy.deepcopy(model)
+    merge_lora(merged)
+    return export_weights(folder, merged.config, merged.state_dict())
+
+
+def _write_whole(folder: str | Path, write: Any) -> Path:
+    """Run ``write(tmp)`` into a temporary folder, then swap it in place of ``folder``."""
     folder = Path(folder)
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{folder.name}.{os.getpid()}.tmp"
     old = parent / f".{folder.name}.{os.getpid()}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(tmp, config, {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
+    write(tmp)
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())

@@ -27,7 +27,7 @@ def build_model_for(cfg) -> Any:
         overrides.setdefault("patch_image_size", int(image_size))
     torch.manual_seed(cfg.seed)  # identical initial weights in every process
     if not cfg.init_from:
-        return build_model(_with_preprocessing(dataclasses.replace(size, **overrides), cfg, {}))
+        return _with_petl(build_model(_with_preprocessing(dataclasses.replace(size, **overrides), cfg, {})), cfg)
     from openofa.checkpoints import load_checkpoint
 
     try:
@@ -43,8 +43,22 @@ def build_model_for(cfg) -> Any:
                        f"and model_config) asks for {want}")
     # the file's architecture flags (disable_entangle of a released file ...) stay as they are
     config = _with_preprocessing(dataclasses.replace(config, **overrides), cfg, meta.get("task") or {})
-    return model_from_state_dict(config, state_dict, source=f"init_from {cfg.init_from} (model_config "
-                                                             f"{cfg.model_config})")
+    model = model_from_state_dict(config, state_dict, source=f"init_from {cfg.init_from} (model_config "
+                                                              f"{cfg.model_config})")
+    return _with_petl(model, cfg)
+
+
+def _with_petl(model, cfg):
+    """The recipe's parameter-efficient methods added (their weights freshly initialised, seeded)."""
+    if cfg.petl is None:
+        return model
+    import torch
+
+    from openofa.petl import apply
+
+    torch.manual_seed(cfg.seed + 1)
+    apply(model, cfg.petl)
+    return model
 
 
 def _with_preprocessing(config, cfg, file_settings: dict):
@@ -59,7 +73,7 @@ def _with_preprocessing(config, cfg, file_settings: dict):
     names = ("patch_image_size", "imagenet_default_mean_and_std")
     keep = {k: v for k, v in file_settings.items() if k in names}
     keep.update({k: data[k] for k in names if data.get(k) is not None})
-    tasks = _trained_tasks(cfg)
+    tasks = trained_tasks(cfg)
     if tasks:
         known = file_settings.get("tasks") if isinstance(file_settings.get("tasks"), (list, tuple)) else []
         keep["tasks"] = list(dict.fromkeys([*known, *tasks]))
@@ -75,7 +89,7 @@ def _with_preprocessing(config, cfg, file_settings: dict):
     return with_task_settings(config, keep)
 
 
-def _trained_tasks(cfg) -> list[str]:
+def trained_tasks(cfg) -> list[str]:
     """The registered tasks a recipe trains (none for pretraining files and hook tasks)."""
     from openofa.tasks import find_task
 

@@ -96,6 +96,12 @@ class TrainConfig:
     freeze_embedding: bool = False  # the shared token embedding (= output projection)
     freeze_resnet: bool = False  # the whole image trunk
     freeze_bn: bool = False  # only the trunk's batch norms (the original's --freeze-resnet)
+    # ---- parameter-efficient tuning (docs/petl.md) ----------------------------------------------------
+    # one method {method: lora | adapter | prefix | bitfit, ...its options} or a list of them: only
+    # their weights train (the trunk's batch norms keep their statistics), and final/ and best/ are
+    # adapter folders holding only those weights (peft's layout)
+    petl: dict | list[dict] | None = None
+    export_merged: bool = False  # with petl: also final_merged/, the whole model (LoRA merged in)
     image_cache_mb: float = 0.0  # keep decoded image files in memory (openofa.data.image_cache; 0 = off)
     image_feature_cache_mb: float = 0.0  # with freeze_resnet: remember the trunk's features (0 = off)
     # ---- precision and memory --------------------------------------------------------------------------
@@ -185,6 +191,15 @@ class TrainConfig:
         for key in self.model_config:
             if key not in known:
                 raise bad(f"model_config.{key}", f"unknown OFAConfig field{_suggest(key, known)}")
+        if self.petl is not None:
+            from openofa.petl import methods_from
+
+            try:
+                methods_from(self.petl)
+            except OFAError as e:
+                raise bad("petl", str(e).removeprefix("petl: ")) from None
+        elif self.export_merged:
+            raise bad("export_merged", "applies to petl runs (a full finetune exports the whole model anyway)")
         if self.criterion not in CRITERIA:
             raise bad("criterion", f"{self.criterion!r} is not one of {', '.join(CRITERIA)}")
         if self.scst:

@@ -62,7 +62,8 @@ def run_stages(configs) -> dict:
     images = DecodedImages()  # decoded image files (stages with image_cache_mb)
     for i, cfg in enumerate(earlier):  # stages before the last: skip those already exported
         name, final = Path(cfg.run_dir).name, Path(cfg.run_dir) / "final"
-        if cfg.resume != "never" and (final / "model.safetensors").is_file():
+        if cfg.resume != "never" and ((final / "model.safetensors").is_file()
+                                      or (final / "adapter_model.safetensors").is_file()):
             print(f"stage {name}: already done ({final}), going on", file=sys.stderr)
         else:
             print(f"stage {i + 1}/{len(configs)}: {name}", file=sys.stderr)

@@ -36,7 +36,7 @@ from torch import nn
 from openofa.errors import OFAError
 from openofa.train import batches as B
 from openofa.train.checkpoint import (FORMAT, FORMAT_VERSION, apply_state, atomic_torch_save, capture_rng,
-                                      export_weights, gather_state, load_training_checkpoint, preserved_rng,
+                                      export_adapter, export_merged, export_weights, gather_state, load_training_checkpoint, preserved_rng,
                                       restore_rng)
 from openofa.train.distributed import (DistInfo, all_gather_object, all_reduce_sum, barrier, broadcast_object,
                                        enable_activation_checkpointing, init_distributed, is_fsdp, no_grad_sync,
@@ -219,6 +219,13 @@ class Trainer:
         # ---- model, optimizer, schedule ----------------------------------------------------------
         apply_freezing(model, freeze_embedding=cfg.freeze_embedding, freeze_resnet=cfg.freeze_resnet,
                        freeze_bn=cfg.freeze_bn)
+        # parameter-efficient tuning: only the methods' weights train, and the frozen trunk's batch
+        # norms keep their running statistics
+        self.freeze_resnet = cfg.freeze_resnet or cfg.petl is not None
+        if cfg.petl is not None:
+            from openofa.petl import freeze_except, trainable_names
+
+            freeze_except(model, trainable_names(model, cfg.petl))
         model.to(self.device)
         self.feature_cache = attach_feature_cache(model, cfg.image_feature_cache_mb, feature_memory) \
             if cfg.image_feature_cache_mb else None
@@ -519,7 +526,7 @@ class Trainer:
                 with torch.no_grad():
                     metrics = self.evaluate(model)
             finally:
-                set_train_mode(self.module, freeze_resnet=self.cfg.freeze_resnet, freeze_bn=self.cfg.freeze_bn)
+                set_train_mode(self.module, freeze_resnet=self.freeze_resnet, freeze_bn=self.cfg.freeze_bn)
         metrics = broadcast_object({k: float(v) for k, v in dict(metrics).items()} if self.info.is_main else None)
         key = self.cfg.best_metric
         if key not in metrics:
@@ -534,12 +541,16 @@ class Trainer:
         return metrics
 
     def export(self, folder: Path, model: nn.Module | None = None) -> Path:
-        """Weights of ``model`` (default: the one being trained) as a ``save_pretrained`` folder."""
+        """Weights of ``model`` (default: the one being trained) as a ``save_pretrained`` folder;
+        with ``petl``, an adapter folder of the methods' weights only."""
         model = model if model is not None else (self.model if self.fsdp else self.module)
         with preserved_rng():
             sd, _ = gather_state(model, None)
             if self.info.is_main:
-                export_weights(folder, self.model_config, sd)
+                if self.cfg.petl is not None:
+                    export_adapter(folder, self.cfg, unwrap(model), sd)
+                else:
+                    export_weights(folder, self.model_config, sd)
         barrier()
         return folder
 
@@ -609,7 +620,7 @@ class Trainer:
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         barrier()
-        set_train_mode(self.module, freeze_resnet=cfg.freeze_resnet, freeze_bn=cfg.freeze_bn)
+        set_train_mode(self.module, freeze_resnet=self.freeze_resnet, freeze_bn=cfg.freeze_bn)
         self.resume()
         p = self.progress
         if p.finished and self._done():
@@ -633,6 +644,9 @@ class Trainer:
                 self.validate()
             p.finished = True
             self.export(self.run_dir / "final")
+            if cfg.export_merged and self.info.is_main:
+                export_merged(self.run_dir / "final_merged", self.module)
+            barrier()
             if self.ema is not None:
                 ema_model = copy.deepcopy(self.module)
                 ema_model.load_state_dict(self.ema.full_state_dict())
