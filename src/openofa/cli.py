@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", type=int, default=None, help="at most this many questions per scene")
     p.add_argument("--image-size", type=int, default=None,
                    help="store images shrunk to this side (boxes scaled), e.g. the model's input size")
+    p.add_argument("--size-questions", action="store_true",
+                   help="also vqa_size.jsonl: 'is the circle small or large?' (the LoRA example's new task)")
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")
@@ -361,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             from openofa.mini.scenes import write_dataset
 
             files = write_dataset(args.out, n=args.n, seed=args.seed, questions=args.questions,
-                                  image_size=args.image_size)
+                                  image_size=args.image_size, size_questions=args.size_questions)
             print("\n".join(str(p) for p in files.values()))
             return 0
         if args.command == "eval":

@@ -89,6 +89,9 @@ class OFAConfig:
     # made by a two-layer projection of width *_prompt_dim (0: twice the model width)
     adapter: bool = False
     adapter_dim: int = 200
+    # π-Tuning (openofa/petl/pi.py): each layer's adapter is a mix of this many task experts
+    # (0: one plain adapter, the original's)
+    adapter_experts: int = 0
     encoder_prompt: bool = False
     encoder_prompt_type: str = "prefix"
     encoder_prompt_length: int = 100
@@ -136,6 +139,8 @@ class OFAConfig:
                 if getattr(self, name) < 0 or (name.endswith("length") and getattr(self, f"{side}_prompt")
                                                and getattr(self, name) == 0):
                     raise OFAError(f"config field {name} must be positive, got {getattr(self, name)}")
+        if self.adapter_experts < 0 or self.adapter_experts == 1:
+            raise OFAError(f"config field adapter_experts must be 0 (one adapter) or at least 2, got {self.adapter_experts}")
         if self.adapter and self.adapter_dim <= 0:
             raise OFAError(f"config field adapter_dim must be positive, got {self.adapter_dim}")
 

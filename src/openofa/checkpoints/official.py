@@ -379,6 +379,9 @@ def cannot_represent(config: OFAConfig) -> str | None:
     """Why the official layout cannot hold ``config`` (None when it can): the original has no
     argument for the field, and the file would load back as a different model."""
     reasons = []
+    if config.adapter_experts:
+        reasons.append(f"adapter_experts={config.adapter_experts} (π-Tuning's interpolated adapters; the original "
+                       "has one adapter per layer)")
     if config.resnet_type not in ORIGINAL_RESNETS:
         reasons.append(f"resnet_type={config.resnet_type!r} (the original builds {', '.join(ORIGINAL_RESNETS)})")
     if config.resnet_width != 64:

@@ -99,6 +99,18 @@ class Scene:
         qa.append(is_there(s.color, s.kind))
         return qa
 
+    def size_questions(self) -> list[tuple[str, str, Shape]]:
+        """Questions about an object's size ("is the circle small or large?"), which the shipped
+        model was never trained on: the example task the LoRA recipe teaches it
+        (recipes/scenes_mini_lora.yaml). Words of the scenes' vocabulary only."""
+        qa = []
+        for s in sorted(self.shapes, key=lambda o: o.center[0]):
+            if len(self._unique(lambda o: o.kind == s.kind)) == 1:
+                qa.append((f"is the {s.kind} small or large?", s.size, s))
+            elif len(self._unique(lambda o: o.kind == s.kind and o.color == s.color)) == 1:
+                qa.append((f"is the {s.color} {s.kind} small or large?", s.size, s))
+        return qa
+
     def referring_expressions(self) -> list[tuple[str, tuple[float, float, float, float]]]:
         """(expression, box) pairs naming exactly one object."""
         out = []
@@ -214,7 +226,8 @@ def make_scene(seed: int, size: tuple[int, int] = (256, 256), min_objects: int =
 
 
 def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 256),
-                  questions: int | None = None, image_size: int | None = None) -> dict[str, Path]:
+                  questions: int | None = None, image_size: int | None = None,
+                  size_questions: bool = False) -> dict[str, Path]:
     """Write ``n`` scenes (seeds ``seed .. seed+n-1``) as ``images/*.png`` plus one JSONL per task:
     ``caption.jsonl`` {image, caption}, ``vqa.jsonl`` {image, question, answers, and box: the
     object the question is about, when it is about one},
@@ -228,7 +241,10 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
     ``image_size``: store square images of this side instead of ``size`` (scenes are still drawn
     at ``size``, then shrunk with the bicubic filter of the tasks' resize, boxes scaled with
     them). A model that reads images at that side then sees exactly the pixels it would get from
-    the full-size file, while the data loader skips decoding and resizing the larger image."""
+    the full-size file, while the data loader skips decoding and resizing the larger image.
+
+    ``size_questions``: also ``vqa_size.jsonl``, the questions of :meth:`Scene.size_questions`
+    (every one of each scene)."""
     from openofa.errors import OFAError
     from openofa.vision.transforms import resize_bicubic
 
@@ -240,6 +256,8 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
         raise OFAError(f"scenes: {out} is a file, not a folder")
     (out / "images").mkdir(parents=True, exist_ok=True)
     files = {t: out / f"{t}.jsonl" for t in ("caption", "vqa", "ground", "detection")}
+    if size_questions:
+        files["vqa_size"] = out / "vqa_size.jsonl"
     handles = {t: p.open("w", encoding="utf-8") for t, p in files.items()}
     try:
         for s in range(seed, seed + n):
@@ -261,6 +279,11 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
             for i, (text, box) in enumerate(scene.referring_expressions()):
                 rec = {"id": f"{s}-{i}", "image": name, "text": text, "box": _scaled(box, sx, sy)}
                 handles["ground"].write(json.dumps(rec) + "\n")
+            if size_questions:
+                for i, (q, a, subject) in enumerate(scene.size_questions()):
+                    rec = {"id": f"{s}-s{i}", "image": name, "question": q, "answers": {a: 1.0},
+                           "box": _scaled(subject.box, sx, sy)}
+                    handles["vqa_size"].write(json.dumps(rec) + "\n")
             objects = [[*_scaled(o.box, sx, sy), SHAPES.index(o.kind), o.phrase(with_size=True)] for o in scene.shapes]
             handles["detection"].write(json.dumps({"id": s, "image": name, "objects": objects}) + "\n")
     finally:

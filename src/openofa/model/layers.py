@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openofa.config import OFAConfig
-from openofa.model.adapter import Adapter
+from openofa.model.adapter import Adapter, InterpolatedAdapter
 from openofa.model.attention import Attention, with_prefix
 from openofa.model.droppath import DropPath
 from openofa.model.linear import Linear
@@ -42,7 +42,10 @@ class _FFN(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.activation_dropout = nn.Dropout(cfg.activation_dropout)
         # the original's --adapter: a bottleneck at the end of the FFN branch (openofa/petl)
-        self.adapter = Adapter(dim, cfg.adapter_dim) if cfg.adapter else None
+        self.adapter = None
+        if cfg.adapter:
+            self.adapter = InterpolatedAdapter(dim, cfg.adapter_dim, cfg.adapter_experts) if cfg.adapter_experts \
+                else Adapter(dim, cfg.adapter_dim)
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         h = self.activation_dropout(_gelu(self.fc1(self.final_layer_norm(x))))

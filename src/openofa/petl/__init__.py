@@ -8,9 +8,9 @@ Methods (one class each, a recipe's ``petl`` section names one or a list):
 | ``prefix`` | per-layer key/value prefixes (the original's ``--encoder/decoder-prompt``) | ``original.py`` |
 | ``bitfit`` | the original's selection of biases | ``original.py`` |
 | ``lora`` | low-rank updates of chosen linear layers, mergeable | ``lora.py`` |
+| ``pi`` | π-Tuning: several tasks' adapters mixed per layer, chosen by task similarity | ``pi.py`` |
 
-π-tuning (experts of one method interpolated by task similarity) is in ``pi.py``; adapters are
-saved and loaded in the ``peft`` library's folder layout by ``files.py``.
+Adapters are saved and loaded in the ``peft`` library's folder layout by ``files.py``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any, Mapping
 from openofa.errors import OFAError
 from openofa.petl.lora import LoRA, merge_lora
 from openofa.petl.original import Adapters, BitFit, Prefix, bitfit_names
+from openofa.petl.pi import PiTuning
 
-METHODS = {"adapter": Adapters, "prefix": Prefix, "bitfit": BitFit, "lora": LoRA}
+METHODS = {"adapter": Adapters, "prefix": Prefix, "bitfit": BitFit, "lora": LoRA, "pi": PiTuning}
 
-__all__ = ["METHODS", "Adapters", "BitFit", "LoRA", "Prefix", "apply", "bitfit_names", "freeze_except",
+__all__ = ["METHODS", "Adapters", "BitFit", "LoRA", "PiTuning", "Prefix", "apply", "bitfit_names", "freeze_except",
            "merge_lora", "methods_from", "trainable_names"]
 
 

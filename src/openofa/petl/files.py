@@ -138,7 +138,16 @@ def load_adapter(model, folder: str | Path) -> list[dict]:
         if diff:
             raise OFAError(f"{folder}: the adapter was made for another model shape: {', '.join(diff)}")
     _check_lora_shapes(model, tensors, folder)
-    apply(model, specs)
+    for spec in specs:
+        if spec["method"] == "pi":  # the mixed experts are in the folder: only the structure is built
+            from openofa.petl.pi import build_interpolated
+
+            downs = [t for k, t in tensors.items() if k.endswith(".experts.0.down_proj.weight")]
+            if not downs:
+                raise OFAError(f"{folder}: a π-Tuning adapter without expert weights")
+            build_interpolated(model, len(spec["experts"]), downs[0].shape[0])
+        else:
+            apply(model, [spec])
     own = dict(model.named_parameters())
     for name, t in tensors.items():
         if name not in own:

@@ -25,8 +25,12 @@ def mixture_datasets(cfg, build_dataset, tokenizer, image_cache=None) -> tuple[A
     shared["shard"] = None
     if image_cache is not None:
         shared["image_cache"] = image_cache
-    parts = [build_dataset(task, path, split="train", **{**shared, **dict(cfg.data.get(task) or {})})
-             for task, path in cfg.mixture.items()]
+    def one(task, paths):  # a task's file, or a list of its files read as one (Concat)
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        files = [build_dataset(task, p, split="train", **{**shared, **dict(cfg.data.get(task) or {})}) for p in paths]
+        return files[0] if len(files) == 1 else Concat(files)
+
+    parts = [one(task, path) for task, path in cfg.mixture.items()]
     ratios = getattr(cfg, "mixture_ratio", None) or {}
     if ratios:
         main = len(parts[0])

@@ -30,8 +30,15 @@ def build_model_for(cfg) -> Any:
         return _with_petl(build_model(_with_preprocessing(dataclasses.replace(size, **overrides), cfg, {})), cfg)
     from openofa.checkpoints import load_checkpoint
 
+    source = cfg.init_from
+    if source == "bundled":  # the model shipped in the package (openofa.weights)
+        from openofa.weights import bundled_model
+
+        source = bundled_model()
+        if source is None:
+            raise OFAError("init_from: bundled, but this installation has no bundled model")
     try:
-        config, state_dict, meta = load_checkpoint(cfg.init_from)
+        config, state_dict, meta = load_checkpoint(source)
     except OFAError as e:
         raise OFAError(f"init_from: {e}") from None
     shape = ("encoder_layers", "decoder_layers", "encoder_embed_dim", "resnet_type")
