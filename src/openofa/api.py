@@ -102,10 +102,9 @@ class OFA:
         adapter_tasks: list[str] = []
         if adapter is not None:
             from openofa.petl import merge_lora
-            from openofa.petl.files import load_adapter, read_adapter
+            from openofa.petl.files import load_adapter
 
-            load_adapter(model, adapter)
-            adapter_tasks = list(read_adapter(adapter)[2].get("tasks") or [])
+            adapter_tasks = list(load_adapter(model, adapter).get("tasks") or [])
             if merge_adapter:
                 merge_lora(model)
         model = model.to(device=device).eval()

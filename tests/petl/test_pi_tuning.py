@@ -105,9 +105,7 @@ def test_task_similarity_ranks_the_expert_of_the_same_data_first():
     apply(model, {"method": "adapter", "dim": 8})
     names = trainable_names(model, {"method": "adapter"})
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    z = np.load(GOLDEN / "forward_ofa_tiny.npz")
-    src, img = torch.from_numpy(z["src_tokens"]), torch.from_numpy(z["patch_images"])
-    masks = torch.from_numpy(z["patch_masks"])
+    src = torch.from_numpy(np.load(GOLDEN / "forward_ofa_tiny.npz")["src_tokens"])  # text only: quicker
     g = torch.Generator().manual_seed(0)
 
     def batches(targets):
@@ -115,7 +113,7 @@ def test_task_similarity_ranks_the_expert_of_the_same_data_first():
 
     def loss(m, tgt):
         prev = torch.cat([torch.zeros(2, 1, dtype=torch.long), tgt[:, :-1]], 1)
-        return torch.nn.functional.cross_entropy(m(src, None, img, masks, prev).flatten(0, 1), tgt.flatten())
+        return torch.nn.functional.cross_entropy(m(src, None, None, None, prev).flatten(0, 1), tgt.flatten())
 
     task_a = torch.randint(4, 50, (3, 2, 5), generator=g)  # two "tasks": different target vocabularies
     task_b = torch.randint(40000, 50000, (3, 2, 5), generator=g)

@@ -47,7 +47,7 @@ class CheckpointFormat:
         lora = [k for k in state_dict if ".lora_A." in k or ".lora_B." in k]
         if lora:
             raise OFAError(f"{dst}: the model carries unmerged LoRA updates ({lora[0]} ...): merge them into the "
-                           "weights (openofa.petl.merge_lora, `ofa train --merge`) or save the adapter alone "
+                           "weights (openofa.petl.merge_lora, or export_merged: true in a recipe) or save the adapter alone "
                            "(openofa.petl.files.save_adapter)")
         reason = self.can_represent(config, state_dict)
         if reason:

@@ -124,9 +124,10 @@ def read_adapter(folder: str | Path) -> tuple[list[dict], dict[str, torch.Tensor
     return specs, tensors, meta
 
 
-def load_adapter(model, folder: str | Path) -> list[dict]:
+def load_adapter(model, folder: str | Path) -> dict:
     """Add the adapter of ``folder`` to ``model`` (in place) and load its weights; returns its
-    method specs. An adapter made for a model of another shape is refused before anything changes."""
+    metadata (``methods``, and ``tasks`` / ``model`` when written by openofa). An adapter made for
+    a model of another shape is refused before anything changes."""
     from openofa.petl import apply, trainable_names
 
     specs, tensors, meta = read_adapter(folder)
@@ -161,7 +162,7 @@ def load_adapter(model, folder: str | Path) -> list[dict]:
     with torch.no_grad():
         for name, t in tensors.items():
             own[name].copy_(t.to(own[name].dtype))
-    return specs
+    return {**meta, "methods": specs}
 
 
 def _check_lora_shapes(model, tensors: dict, folder) -> None:
