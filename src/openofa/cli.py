@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("train", help="train or finetune from a recipe (see docs/training.md)", add_help=False)
 
+    from openofa.serve.command import add_parser as add_serve_parser
+    add_serve_parser(sub)
+
     p = sub.add_parser("scenes", help="write procedural scenes (images + caption/vqa/ground JSONL)")
     p.add_argument("out")
     p.add_argument("--n", type=int, default=1000)
@@ -364,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "eval":
             return run_eval(args)
+        if args.command == "serve":
+            from openofa.serve.command import run as serve
+
+            return serve(args)
         if args.command == "demo":
             from openofa.mini.demo import run_demo
 
