@@ -78,7 +78,7 @@ class Batcher:
     @property
     def depth(self) -> int:
         """Requests waiting for a model call."""
-        return len(self._jobs)
+        return sum(1 for j in list(self._jobs) if not j.future.cancelled())
 
     # ---- requests ------------------------------------------------------------------------------
     def submit(self, task: str, inputs: dict[str, Any], options: dict[str, Any] | None = None) -> Future:
@@ -89,6 +89,8 @@ class Batcher:
         with self._cond:
             if self._stop:
                 raise QueueFull("the service is shutting down")
+            if len(self._jobs) >= self.queue_size:  # requests whose callers gave up free their places
+                self._jobs = collections.deque(j for j in self._jobs if not j.future.cancelled())
             if len(self._jobs) >= self.queue_size:
                 raise QueueFull(f"{len(self._jobs)} requests are waiting already")
             self._jobs.append(job)

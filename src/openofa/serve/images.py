@@ -41,7 +41,8 @@ def image_from_bytes(data: bytes, settings: ServeSettings, label: str = "image")
         raise OFAError(f"{label}: image has more pixels than this service accepts "
                        f"({settings.max_pixels})") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise OFAError(f"{label}: cannot open image ({e})") from None
+        what = "image is truncated or corrupt" if "truncat" in str(e).lower() else "cannot open image"
+        raise OFAError(f"{label}: {what} ({e})") from None
     w, h = img.size
     if w * h > settings.max_pixels:
         raise OFAError(f"{label}: image is {w}x{h} = {w * h} pixels, more than this service accepts "
