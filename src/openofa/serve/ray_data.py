@@ -76,6 +76,10 @@ def run(task: str, items: list[dict[str, Any]], out: str | Path, *, load: dict[s
     fmt = fmt or ("jsonl" if out.suffix == ".jsonl" else "parquet")
     if fmt not in ("jsonl", "parquet"):
         raise OFAError(f"unknown output format {fmt!r}; expected jsonl or parquet")
+    if fmt == "jsonl" and out.is_file():  # a line cut short when a run stopped is dropped: its input runs again
+        data = out.read_bytes()
+        if data and not data.endswith(b"\n"):
+            out.write_bytes(data[: data.rfind(b"\n") + 1])
     done = done_indices(out, fmt)
     todo = [{"index": i, "item": json.dumps(it, ensure_ascii=False)} for i, it in enumerate(items) if i not in done]
     if todo:
