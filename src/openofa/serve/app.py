@@ -8,8 +8,9 @@ Every answer to bad input is a 4xx with ``{"error": "<one line>"}``; the service
 from __future__ import annotations
 
 import asyncio
-import io
+import functools
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -140,7 +141,7 @@ def create_app(ofa, settings: ServeSettings | None = None) -> FastAPI:
                 raise Refused(422, str(e))
             result, size = await answer(spec.name, inputs, options, arrived)
             body = {"input": name, **result} if name else dict(result)
-            return JSONResponse(body, headers={"X-Batch-Size": str(size)})
+            return JSONResponse(_jsonable(body), headers={"X-Batch-Size": str(size)})
 
         endpoint.__name__ = spec.name.replace("-", "_")
         app.add_api_route(f"/v1/{spec.name}", endpoint, methods=["POST"], summary=spec.help,
@@ -204,6 +205,18 @@ def create_app(ofa, settings: ServeSettings | None = None) -> FastAPI:
     return app
 
 
+def _jsonable(value):
+    """A result as strict JSON: a score of -inf or NaN becomes null (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@functools.lru_cache(maxsize=1)
 def _example_png() -> bytes:
     """The example scene of ``ofa demo`` (what the project's own model knows), as PNG bytes."""
     import tempfile

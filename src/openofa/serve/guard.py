@@ -15,8 +15,8 @@ from typing import Callable
 from openofa.serve.metrics import Metrics
 from openofa.serve.settings import ServeSettings
 
-#: paths anyone may read without the API key: liveness, readiness, the page and the API's docs
-OPEN_PATHS = frozenset({"/", "/health", "/ready", "/example.png", "/docs", "/openapi.json", "/favicon.ico"})
+#: paths anyone may read without the API key: liveness, readiness, the page, the task list and the docs
+OPEN_PATHS = frozenset({"/", "/health", "/ready", "/example.png", "/docs", "/openapi.json", "/v1/tasks"})
 
 
 async def send_error(send, status: int, message: str, headers: list | None = None) -> None:
