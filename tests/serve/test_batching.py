@@ -12,7 +12,7 @@ import pytest
 
 from openofa.serve import ServeSettings, create_app
 from openofa.serve.batcher import Batcher, QueueFull
-from conftest import Gated, running_server
+from serve_support import Gated, running_server
 
 
 def test_eight_concurrent_clients_form_batches_larger_than_one(mini, example_png):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from openofa.serve import ServeSettings, create_app
-from conftest import running_server
+from serve_support import running_server
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

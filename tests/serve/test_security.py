@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from openofa.serve import ServeSettings, create_app
-from conftest import Gated
+from serve_support import Gated
 
 
 def one_line_error(r, status: int) -> str:
