@@ -65,22 +65,18 @@ def test_ray_data_writes_what_one_process_prints_and_resumes(local_ray, mini, tm
         assert [{**g, "score": None} for g in got] == [{**a, "score": None} for a in alone]
         assert all(abs(g["score"] - a["score"]) < 1e-4 for g, a in zip(got, alone))
 
-    out = tmp_path / "captions.jsonl"
-    ray_data.run("caption", items, out, actors=2, batch_size=2, num_cpus=0.5)
-    same([json.loads(line) for line in out.read_text().splitlines()])
-
-    # a run stopped after two results (and half a line): started again, it runs only the rest
-    kept = out.read_text().splitlines()[:2]
-    kept[1] = json.dumps({**json.loads(kept[1]), "caption": "written before"})
-    out.write_text("\n".join(kept) + '\n{"index": 4, "inp')
-    ray_data.run("caption", items, out, actors=2, batch_size=2, num_cpus=0.5)
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert lines[1]["caption"] == "written before"
-    lines[1]["caption"] = alone[1]["caption"]
-    same(lines)
-
     import pyarrow.parquet as pq
 
     folder = ray_data.run("caption", items, tmp_path / "parquet", actors=2, batch_size=2, num_cpus=0.5)
     rows = [r for part in folder.glob("part-*.parquet") for r in pq.read_table(part).to_pylist()]
     same([json.loads(r["line"]) for r in sorted(rows, key=lambda r: r["index"])])
+
+    # a JSONL run stopped after two results (and half a line): started again, it runs only the rest
+    out = tmp_path / "captions.jsonl"
+    kept = [json.dumps({"index": 0, **alone[0]}), json.dumps({"index": 1, **alone[1], "caption": "written before"})]
+    out.write_text("\n".join(kept) + '\n{"index": 4, "inp')
+    ray_data.run("caption", items, out, actors=2, batch_size=2, num_cpus=0.5)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[1]["caption"] == "written before"
+    lines[1]["caption"] = alone[1]["caption"]
+    same(lines)  # the whole file, in input order

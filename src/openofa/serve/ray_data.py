@@ -85,7 +85,8 @@ def run(task: str, items: list[dict[str, Any]], out: str | Path, *, load: dict[s
     if todo:
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
-        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // batch_size, 200)))
+        blocks = min(len(todo), max(actors, -(-len(todo) // batch_size)), 200)  # every actor gets work
+        ds = ray.data.from_items(todo, override_num_blocks=blocks)
         ds = ds.map_batches(Predictor, fn_constructor_kwargs={"task": task, "load": dict(load or {}),
                                                               "options": dict(options or {})},
                             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=num_cpus,
