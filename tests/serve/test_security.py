@@ -57,13 +57,13 @@ def test_a_request_never_opens_a_file_of_the_server(client, tmp_path, example_pn
 
 @pytest.fixture
 def image_site(example_png):
-    """A local web server with /scene.png and /slow.png (answers after 3 s)."""
+    """A local web server with /scene.png and /slow.png (answers after 6 s)."""
     import time
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             if self.path == "/slow.png":
-                time.sleep(3)
+                time.sleep(6)
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
             self.end_headers()
@@ -81,7 +81,7 @@ def image_site(example_png):
 def test_urls_are_fetched_only_when_allowed_and_within_the_fetch_timeout(client, mini, image_site, example_png):
     url = image_site + "/scene.png"
     assert "--allow-urls" in one_line_error(client.post("/v1/caption", json={"image": url}), 422)
-    with TestClient(create_app(mini, ServeSettings(allow_urls=True, fetch_timeout=0.5))) as c:
+    with TestClient(create_app(mini, ServeSettings(allow_urls=True, fetch_timeout=2.0))) as c:
         r = c.post("/v1/caption", json={"image": url})
         assert r.status_code == 200 and r.json()["caption"] == mini.caption(example_png)
         assert "cannot fetch" in one_line_error(c.post("/v1/caption", json={"image": image_site + "/slow.png"}), 422)
