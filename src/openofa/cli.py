@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("train", help="train or finetune from a recipe (see docs/training.md)", add_help=False)
 
+    from openofa.serve.command import add_parser as add_serve_parser
+    add_serve_parser(sub)
+
     p = sub.add_parser("scenes", help="write procedural scenes (images + caption/vqa/ground JSONL)")
     p.add_argument("out")
     p.add_argument("--n", type=int, default=1000)
@@ -271,21 +274,26 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def run_task(args: argparse.Namespace) -> int:
     from openofa.api import OFA
+    from openofa.sharding import Ranks
     from openofa.vision.draw import draw_boxes
 
     spec = TASKS[args.command]()
+    ranks = Ranks.from_env()  # torchrun: each rank runs its share, rank 0 prints all (openofa/sharding.py)
     bad: list[str] | None = [] if args.skip_bad else None
     items = collect_inputs(args, bad)
-    for message in bad or []:
+    for message in (bad or []) if ranks.main else []:
         print(f"skipped: {message}", file=sys.stderr)
+    args.device = ranks.device(args.device)
     ofa = _load(args)
     options = _options(args)
     for f in spec.options:
         if getattr(args, f.name, None) is not None:
             options[f.name] = _value(f, getattr(args, f.name))
-    task_inputs = [{k: v for k, v in it.items() if not k.startswith("_")} for it in items]
+    mine = ranks.mine(len(items))
+    task_inputs = [{k: v for k, v in items[i].items() if not k.startswith("_")} for i in mine]
     results = ofa.stream(spec, task_inputs, batch_size=args.batch_size, skip_bad=args.skip_bad,
-                         progress=not args.no_progress and len(items) > 1, **options)
+                         progress=not args.no_progress and len(items) > 1 and ranks.main, **options)
+    results = ranks.gather((mine[j], res) for j, res in results)
     used: set[str] = set()
     skipped = len(bad or [])
     for i, res in results:  # printed as each batch is done: an interrupted run keeps what it printed
@@ -368,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "eval":
             return run_eval(args)
+        if args.command == "serve":
+            from openofa.serve.command import run as serve
+
+            return serve(args)
         if args.command == "demo":
             from openofa.mini.demo import run_demo
 
