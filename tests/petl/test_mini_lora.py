@@ -37,14 +37,18 @@ def _accuracy(model, file: Path) -> float:
 def test_adapter_teaches_the_new_question(models, held_out):
     base, tuned = models
     before, after = _accuracy(base, held_out["vqa_size"]), _accuracy(tuned, held_out["vqa_size"])
-    assert after >= 0.9, f"size questions with the adapter: {after:.3f}"
+    assert after >= 0.85, f"size questions with the adapter: {after:.3f}"  # measured 0.917 (0.0 without)
     assert after - before >= 0.3, f"without {before:.3f}, with {after:.3f}"
 
 
-def test_old_questions_stay(models, held_out):
+def test_old_tasks_stay(models, held_out):
+    from openofa.evaluate import evaluate
+
     base, tuned = models
     before, after = _accuracy(base, held_out["vqa"]), _accuracy(tuned, held_out["vqa"])
     assert after >= before - 0.03, f"old questions: {before:.3f} without the adapter, {after:.3f} with it"
+    boxes = [evaluate(m, "ground", held_out["ground"], progress=False)["Acc@0.5"] for m in models]
+    assert boxes[1] >= boxes[0] - 0.03, f"grounding: {boxes[0]:.3f} without the adapter, {boxes[1]:.3f} with it"
 
 
 def test_adapter_records_its_task_and_is_merged(models):
@@ -61,8 +65,8 @@ def test_cli_applies_an_adapter_and_refuses_one_for_another_model(held_out, tmp_
     rows = [json.loads(line) for line in held_out["vqa_size"].read_text().splitlines()][:4]
     root = held_out["vqa_size"].parent
     for r in rows:
-        assert main(["vqa", str(root / r["image"]), r["question"], "--adapter", str(ADAPTER), "--json",
-                     "--no-progress"]) == 0
+        assert main(["vqa", str(root / r["image"]), "--question", r["question"], "--adapter", str(ADAPTER),
+                     "--json", "--no-progress"]) == 0
     answers = [json.loads(line)["answer"] for line in capsys.readouterr().out.splitlines()]
     assert set(answers) <= {"small", "large"}
 
@@ -72,7 +76,7 @@ def test_cli_applies_an_adapter_and_refuses_one_for_another_model(held_out, tmp_
 
     cfg = get_config("tiny")
     get_format("ours").save(tmp_path / "tiny", cfg, recipe_state_dict(cfg))
-    code = main(["vqa", str(root / rows[0]["image"]), "what?", "--model", str(tmp_path / "tiny"), "--adapter",
+    code = main(["vqa", str(root / rows[0]["image"]), "--question", "what?", "--model", str(tmp_path / "tiny"), "--adapter",
                  str(ADAPTER), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: ") and "another model shape" in err[-1]
