@@ -186,6 +186,11 @@ class Decoder(nn.Module):
         With ``code`` (N,) the self bias is (N, H, T, K) and rows flagged in ``code`` (and in
         ``cross_rows`` (B,) for the cross bias) take the image-code positions."""
         keys = torch.arange(int(positions[-1]) + 1, device=positions.device)
+        if code is not None and bool(code.all()):  # code rows only: no text positions (they may
+            # run past the text tables: a 32x32 grid is 1025 positions)
+            img_pos = self.image_pos_ln(self.embed_image_positions.weight[self._code_ids(keys)])[None]
+            self_bias, cross_bias = self._abs_biases(img_pos[:, positions], img_pos, enc_pos_k)
+            return self_bias, cross_bias + enc_pad_bias
         all_pos = self.pos_ln(self.embed_positions.weight[keys])[None]  # keys 0..last
         self_bias, cross_bias = self._abs_biases(all_pos[:, positions], all_pos, enc_pos_k)
         if code is not None:
@@ -198,6 +203,9 @@ class Decoder(nn.Module):
     def _rel_biases(self, q_pos: torch.Tensor, k_pos: torch.Tensor, code: torch.Tensor | None) -> list:
         """Per layer, the relative self-attention bias (1 or N, H, Q, K)."""
         cfg = self.cfg
+        if code is not None and bool(code.all()):
+            img_bucket = image_rel_bucket_of_ids(self._code_ids(q_pos), self._code_ids(k_pos), cfg.image_bucket_size)
+            return [t.weight[img_bucket].permute(2, 0, 1)[None] for t in self.image_rel_pos_table_list]
         bucket = token_rel_bucket(q_pos, k_pos, cfg.token_bucket_size, cfg.max_target_positions)
         text = [t.weight[bucket].permute(2, 0, 1)[None] for t in self.token_rel_pos_table_list]
         if code is None:
@@ -215,7 +223,9 @@ class Decoder(nn.Module):
                 x = x + self.embed_positions.weight[positions]
             return self.dropout(self.layernorm_embedding(x))
         rows = code[:, None, None]
-        if entangle:
+        if entangle and bool(code.all()):
+            x = x + self.embed_image_positions.weight[self._code_ids(positions)]
+        elif entangle:
             x = x + torch.where(rows, self.embed_image_positions.weight[self._code_ids(positions)],
                                 self.embed_positions.weight[positions])
         if bool(code.all()):
