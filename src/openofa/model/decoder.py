@@ -89,6 +89,9 @@ class DecoderCache:
         self.bias_start = 0
         self.self_biases: list[torch.Tensor] = []
         self.cross_biases: torch.Tensor | None = None
+        # inputs that all decode image codes: the projected image positions of the whole grid,
+        # computed at the first step (see Decoder._code_step_biases)
+        self.code_positions: tuple | None = None
 
     @property
     def num_rows(self) -> int:
@@ -300,6 +303,8 @@ class Decoder(nn.Module):
         x = self._embed(tokens[:, -1:], pos, code)
         if code is None:
             self_biases, cross_bias = self._step_biases(t, cache)
+        elif bool(code.all()):
+            self_biases, cross_bias = self._code_step_biases(t, cache)
         else:
             self_abs, cross_bias = self._position_biases(pos, cache.cross_pos_k, cache.enc_pad_bias, code, inputs_code)
             rel = self._rel_biases(pos, torch.arange(t + 1, device=device), code)
@@ -329,3 +334,24 @@ class Decoder(nn.Module):
         row = t - start
         return ([b[:, :, row:row + 1, : t + 1] for b in cache.self_biases],
                 cache.cross_biases[:, :, row:row + 1])
+
+    def _code_step_biases(self, t: int, cache: DecoderCache) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Self biases per layer (1, H, 1, t+1) and the cross bias (B, H, 1, S) of step ``t`` when
+        every row decodes image codes. The grid's image positions are normalised and projected
+        once per cache; a step multiplies its own query row with them and gathers its row of the
+        2-D relative tables (nothing is recomputed for earlier positions)."""
+        if cache.code_positions is None or cache.code_positions[0].shape[0] <= t:
+            w = self.cfg.code_image_size // 8
+            n = max(t + 1, w * w + 2)
+            ids = self._code_ids(torch.arange(n, device=cache.cross_pos_k.device))
+            pos = self.image_pos_ln(self.embed_image_positions.weight[ids])[None]
+            cache.code_positions = (ids, self._heads(self.self_pos_q_linear(pos)) * self.pos_scaling,
+                                    self._heads(self.self_pos_k_linear(pos)),
+                                    self._heads(self.cross_pos_q_linear(pos)) * self.pos_scaling)
+        ids, self_q, self_k, cross_q = cache.code_positions
+        self_abs = self_q[:, :, t:t + 1] @ self_k[:, :, : t + 1].transpose(2, 3)
+        cross = cross_q[:, :, t:t + 1] @ cache.cross_pos_k.transpose(2, 3) + cache.enc_pad_bias
+        bucket = image_rel_bucket_of_ids(ids[t:t + 1], ids[: t + 1], self.cfg.image_bucket_size)
+        dtype = self.embed_positions.weight.dtype
+        return ([(self_abs + table.weight[bucket].permute(2, 0, 1)[None]).to(dtype)
+                 for table in self.image_rel_pos_table_list], cross.to(dtype))
