@@ -129,6 +129,8 @@ def _task_parser(sub, spec: type[Task], common: argparse.ArgumentParser) -> None
                         "(exit status 2 at the end); without it the first one stops the run")
     if spec.draws:
         p.add_argument("--draw", help="folder to write each image with its boxes drawn")
+    if spec.writes_images:
+        p.add_argument("--out", default="ofa-images", help="folder for the images (default: ofa-images)")
     _decoding_options(p)
 
 
@@ -222,6 +224,10 @@ def collect_inputs(args: argparse.Namespace, bad: list[str] | None = None) -> li
         items += [{"_name": f, "image": f} for f in _image_files(others)]
     else:
         first = next(f.name for f in spec.inputs if f.required)
+        if spec.literal_inputs:  # a positional input that is not a file is the text itself
+            texts = [i for i in others if not Path(i).is_file()]
+            others = [i for i in others if Path(i).is_file()]
+            items += [{"_name": t, first: t} for t in texts]
         items += list(_text_lines(others, first))
     given = {f.name: _value(f, getattr(args, f.name)) for f in spec.inputs
              if f.type != "image" and getattr(args, f.name, None) is not None}
@@ -292,6 +298,8 @@ def run_task(args: argparse.Namespace) -> int:
             print(f"skipped: {message if where in message else f'{where}: {message}'}", file=sys.stderr)
             skipped += 1
             continue
+        if spec.writes_images:
+            res = spec.save(res, Path(args.out), item["_name"], used)
         if getattr(args, "draw", None):
             out = _draw_path(Path(args.draw), item["_name"], used)
             draw_boxes(item["image"], spec.boxes(res), out, item.get("text", ""))

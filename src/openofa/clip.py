@@ -336,12 +336,13 @@ def preprocess(images, size: int = 224) -> torch.Tensor:
 
 def scores(model: CLIP, images, text: str) -> torch.Tensor:
     """The original's ``ti_sim`` score of each image against ``text`` (its '/' removed), (N,)."""
-    tokens = tokenizer()(text.replace("/", ""))
-    return model.similarity(preprocess(images), tokens)[:, 0]
+    tokens = tokenizer()(text.replace("/", ""))[:, : model.config.context_length]
+    return model.similarity(preprocess(images, model.config.image_resolution), tokens)[:, 0]
 
 
 def image_scores(model: CLIP, images, reference) -> torch.Tensor:
     """The original's ``ii_sim`` score: cosine of each image with a reference image, (N,)."""
-    a = F.normalize(model.encode_image(preprocess(images)), dim=-1)
-    b = F.normalize(model.encode_image(preprocess([reference])), dim=-1)
+    size = model.config.image_resolution
+    a = F.normalize(model.encode_image(preprocess(images, size)), dim=-1)
+    b = F.normalize(model.encode_image(preprocess([reference], size)), dim=-1)
     return (a @ b.T)[:, 0]
