@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N rows")
     p.add_argument("--mode", choices=["beam", "trie", "allcand"], help="vqa: how to answer")
     p.add_argument("--classes", help="classify: class names (default: the labels found in the file)")
+    p.add_argument("--fid-stats", help="imagine: reference Inception statistics (.npz with mu, sigma) for FID and IS")
     _decoding_options(p)
 
     p = sub.add_parser("demo", help="caption, VQA and grounding on an example image")
@@ -328,6 +329,8 @@ def run_eval(args: argparse.Namespace) -> int:
     options = _options(args)
     if args.mode:
         options["mode"] = args.mode
+    if args.fid_stats:
+        options["fid_stats"] = args.fid_stats
     metrics = evaluate(ofa, args.task, args.data, split=args.split,
                        columns=args.cols, out_dir=args.out,
                        limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress,

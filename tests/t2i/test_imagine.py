@@ -235,3 +235,39 @@ def test_cli_imagine_writes_the_images(capsys, model_dir, tmp_path):
     code = main(["imagine", "a bus", "--samples", "0", "-m", str(model_dir), "--out", str(out)])
     _, err = capsys.readouterr()
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err
+
+
+def test_eval_reports_the_best_clip_score(ofa, tiny_clip, tmp_path, monkeypatch):
+    from openofa.evaluate import evaluate
+
+    monkeypatch.setitem(ofa.components, "clip", tiny_clip)
+    data = tmp_path / "coco_vqgan_test.tsv"  # id, image codes, caption (--selected-cols 0,2,1)
+    data.write_text("1\t\ta red bus\n2\t\ttwo cats on a sofa\n")
+    out = tmp_path / "eval"
+    m = evaluate(ofa, "imagine", data, samples=3, progress=False, out_dir=out, batch_size=1)
+    best = [max(ofa.imagine(t, samples=3, rerank=True)["clip_scores"]) for t in ("a red bus", "two cats on a sofa")]
+    assert m["count"] == 2 and m["CLIP score"] == pytest.approx(sum(best) / 2, abs=1e-6)
+    assert (out / "metrics.json").is_file()
+    np.savez(tmp_path / "gt_stat.npz", mu=np.zeros(4), sigma=np.eye(4))
+    try:
+        import pytorch_fid  # noqa: F401
+        has_fid = True
+    except Exception:
+        has_fid = False
+    if not has_fid:  # the FID path then fails with one clear line, not deep inside
+        with pytest.raises(OFAError, match="pytorch-fid"):
+            evaluate(ofa, "imagine", data, samples=2, progress=False, fid_stats=str(tmp_path / "gt_stat.npz"))
+
+
+def test_fid_and_is_arithmetic():
+    from openofa.metrics.image_gen import frechet_distance, inception_score, statistics
+
+    assert frechet_distance([1.0], [[4.0]], [3.0], [[1.0]]) == pytest.approx(4 + 4 + 1 - 2 * 2)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 6))
+    mu, s = statistics(a)
+    assert frechet_distance(mu, s, mu, s) == pytest.approx(0.0, abs=1e-8)
+    d = np.diag([1.0, 4.0, 9.0])
+    assert frechet_distance(np.zeros(3), d, np.ones(3), np.eye(3)) == pytest.approx(3 + 14 + 3 - 2 * 6)
+    assert inception_score(np.full((20, 5), 0.2), splits=2)[0] == pytest.approx(1.0)
+    assert inception_score(np.eye(8), splits=1)[0] == pytest.approx(8.0)

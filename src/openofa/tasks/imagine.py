@@ -120,7 +120,7 @@ def _read(rec, fields, where, targets):
     from openofa.data.records import field_str
 
     rec.text = field_str(fields, "text", where)
-    if targets or fields.get("code") not in (None, ""):
+    if fields.get("code") not in (None, ""):  # training targets; evaluation reads the caption alone
         _read_codes(rec, fields, where)
 
 
@@ -142,7 +142,7 @@ class Imagine(Task):
         Field("clip", "text", "CLIP ViT-B/16 weights, OpenAI layout (default: beside the model)"),
     )
     # coco_vqgan_{train,dev}.tsv: id, image codes (space-separated), caption; --selected-cols 0,2,1
-    layouts = (layout("imagine", ["id", "text", "code"], [0, 2, 1], owner="imagine", targets=["code"], read=_read,
+    layouts = (layout("imagine", ["id", "text", "code"], [0, 2, 1], owner="imagine", read=_read,
                       optional=["code"], image=False, patch_image_size=None, max_src_length=MAX_WORDS,
                       max_tgt_length=1024, doc="id, image codes, caption"),)
     languages = ("en",)
@@ -224,12 +224,22 @@ class Imagine(Task):
         return {"text": r.text}
 
     def prediction(self, result):
-        return result.get("clip_scores", [])
+        """The best image's CLIP score and the image (the original keeps the top-1 for FID/IS)."""
+        return {"clip_score": result["clip_scores"][0], "top1": result["images"][0]}
 
     def eval_options(self, refs, options):
+        options = dict(options)
+        self.fid_stats = options.pop("fid_stats", None)  # reference statistics (gt_stat.npz)
+        options.setdefault("samples", 24)  # the original's evaluation draws 24 per caption
         return {**options, "rerank": True}
 
     def metric(self, predictions, references, layout):
-        """Mean over texts of the best image's CLIP score (the original's validation score)."""
-        best = [max(p) for p in predictions if p]
-        return {self.metric_name: sum(best) / len(best) if best else 0.0}
+        """Mean over texts of the best image's CLIP score (the original's validation score); with
+        reference statistics also FID and IS of the top-1 images (``metrics/image_gen.py``)."""
+        best = [p["clip_score"] for p in predictions]
+        out = {self.metric_name: sum(best) / len(best) if best else 0.0}
+        if getattr(self, "fid_stats", None):
+            from openofa.metrics.image_gen import fid_and_is
+
+            out.update(fid_and_is([p["top1"] for p in predictions], self.fid_stats))
+        return out
