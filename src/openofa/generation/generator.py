@@ -139,6 +139,7 @@ class SequenceGenerator:
                 and hasattr(model, "output_logits")):
             range_ids = torch.cat([torch.arange(min(4, token_range.start), device=device),
                                    torch.arange(token_range.start, min(token_range.end, vocab), device=device)])
+            range_ids = (range_ids, slice(0, min(4, token_range.start)), slice(token_range.start, min(token_range.end, vocab)))
 
         rows = bsz * beam
         tokens = torch.full((rows, max_len + 2), pad, dtype=torch.long, device=device)
@@ -397,11 +398,13 @@ def _beam_step(step: int, lprobs: torch.Tensor, scores: torch.Tensor):
     return top_scores, row_idx.view(bsz, -1).gather(1, pick), beams
 
 
-def _range_lprobs(model, prefix: torch.Tensor, cache, ids: torch.Tensor, vocab: int, temperature: float):
-    """Log-probs over the vocabulary when only ``ids`` are allowed: their logits alone are
-    computed and normalised (the others would be -inf before the log-softmax), the rest -inf."""
+def _range_lprobs(model, prefix: torch.Tensor, cache, rng: tuple, vocab: int, temperature: float):
+    """Log-probs over the vocabulary when only the ids of ``rng`` (ids, special slice, range
+    slice) are allowed: their logits alone are computed, from the weight's rows in place, and
+    normalised (the others would be -inf before the log-softmax), the rest -inf."""
+    ids, specials, allowed = rng
     feats = model.decode_step(prefix, cache, features_only=True)
-    logits = model.output_logits(feats, ids).float()
+    logits = torch.cat([model.output_logits(feats, specials), model.output_logits(feats, allowed)], -1).float()
     if temperature != 1.0:
         logits = logits / temperature
     out = torch.full((logits.shape[0], vocab), NEG_INF, dtype=torch.float32, device=logits.device)

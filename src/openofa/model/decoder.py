@@ -109,6 +109,9 @@ class DecoderCache:
 
     def reorder(self, new_order: torch.Tensor) -> None:
         """Row i of the new state is old row ``new_order[i]``; rows must stay grouped by input."""
+        if new_order.numel() == self.num_rows and torch.equal(
+                new_order, torch.arange(new_order.numel(), device=new_order.device)):
+            return  # every row stays (sampling): nothing to copy
         for kv in self.self_kv:
             kv.reorder(new_order)
         inputs = new_order.view(-1, self.group)[:, 0] // self.group
@@ -238,11 +241,14 @@ class Decoder(nn.Module):
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         return self.output_projection(self.layer_norm(x))
 
-    def output_logits(self, features: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+    def output_logits(self, features: torch.Tensor, vocab: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Logits of ``features`` (the decoder's normalised output, ``features_only=True``) for the
-        whole vocabulary, or for the token ids ``vocab`` only (..., len(vocab))."""
+        whole vocabulary, or for the token ids ``vocab`` only (..., len(vocab)); a ``slice`` of
+        ids reads those rows of the weight in place."""
         if vocab is None:
             return self.output_projection(features)
+        if isinstance(vocab, slice):
+            return torch.nn.functional.linear(features, self.output_projection.weight[vocab])
         return torch.nn.functional.linear(features, self.output_projection.weight.index_select(0, vocab))
 
     # ---- teacher forcing ---------------------------------------------------------------------
