@@ -271,3 +271,14 @@ def test_fid_and_is_arithmetic():
     assert frechet_distance(np.zeros(3), d, np.ones(3), np.eye(3)) == pytest.approx(3 + 14 + 3 - 2 * 6)
     assert inception_score(np.full((20, 5), 0.2), splits=2)[0] == pytest.approx(1.0)
     assert inception_score(np.eye(8), splits=1)[0] == pytest.approx(8.0)
+
+
+def test_cli_infill_writes_the_images(capsys, model_dir, tmp_path):
+    out = tmp_path / "infill"
+    code = main(["infill", str(FIX / "a_200x150_rgb.png"), "--samples", "2", "--out", str(out), "-m", str(model_dir),
+                 "--json"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    res = json.loads(stdout.strip().splitlines()[-1])
+    assert [Path(f).name for f in res["files"]] == ["a_200x150_rgb_infill_0.png", "a_200x150_rgb_infill_1.png"]
+    assert Image.open(res["files"][0]).size == (64, 64)
