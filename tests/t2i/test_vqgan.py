@@ -57,7 +57,12 @@ def test_decode_equals_the_original(model, fix):
 
 
 def test_encode_is_argmax_by_default_and_gumbel_on_request(model, fix):
-    image = torch.from_numpy(fix["decoded_uint8"]).permute(2, 0, 1)[None].float() / 255.0 * 2 - 1
+    from PIL import Image
+
+    image = vqgan.from_pil(Image.fromarray(fix["decoded_uint8"]))  # the original's 2x - 1 of a 256 px image
+    assert image.shape == (1, 3, 256, 256)
+    wide = vqgan.from_pil(Image.new("RGB", (300, 200), (255, 0, 0)))  # short side to 256, centre crop
+    assert wide.shape == (1, 3, 256, 256) and torch.allclose(wide[0, 0], torch.ones(256, 256))
     with torch.no_grad():
         pre = model.quant_conv(model.encoder(image))
         logits = model.quantize.proj(pre)
