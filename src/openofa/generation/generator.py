@@ -140,6 +140,9 @@ class SequenceGenerator:
             range_ids = torch.cat([torch.arange(min(4, token_range.start), device=device),
                                    torch.arange(token_range.start, min(token_range.end, vocab), device=device)])
             range_ids = (range_ids, slice(0, min(4, token_range.start)), slice(token_range.start, min(token_range.end, vocab)))
+        # and the search itself runs over those ids (the special ids 0..3 keep their indices), mapped
+        # back to token ids after each step, when nothing else indexes the vocabulary
+        restricted = range_ids is not None and cfg.no_repeat_ngram_size == 0 and cfg.ordered_box is None
 
         rows = bsz * beam
         tokens = torch.full((rows, max_len + 2), pad, dtype=torch.long, device=device)
@@ -172,7 +175,8 @@ class SequenceGenerator:
         for step in range(max_len + 1):
             forced = None
             if range_ids is not None:
-                lprobs = _range_lprobs(model, tokens[:, : step + 1], cache, range_ids, vocab, cfg.temperature)
+                lprobs = _range_lprobs(model, tokens[:, : step + 1], cache, range_ids, None if restricted else vocab,
+                                       cfg.temperature)
             else:
                 lprobs, forced = self._lprobs(model, tokens, step, cache, max_len, beam, trie_state, trie_from,
                                               constraints, prefix_tokens, token_range, pad)
@@ -209,6 +213,8 @@ class SequenceGenerator:
                 )
             else:
                 cand_scores, cand_tokens, cand_beams = _beam_step(step, lprobs3, scores.view(bsz, beam, -1))
+            if restricted:
+                cand_tokens = range_ids[0][cand_tokens]
             cand_rows = cand_beams + beam_offsets
 
             # candidates ending in eos among the first `beam` are finalized
@@ -401,12 +407,15 @@ def _beam_step(step: int, lprobs: torch.Tensor, scores: torch.Tensor):
 def _range_lprobs(model, prefix: torch.Tensor, cache, rng: tuple, vocab: int, temperature: float):
     """Log-probs over the vocabulary when only the ids of ``rng`` (ids, special slice, range
     slice) are allowed: their logits alone are computed, from the weight's rows in place, and
-    normalised (the others would be -inf before the log-softmax), the rest -inf."""
+    normalised (the others would be -inf before the log-softmax), the rest -inf; with ``vocab``
+    None, over the allowed ids only (N, len(ids))."""
     ids, specials, allowed = rng
     feats = model.decode_step(prefix, cache, features_only=True)
     logits = torch.cat([model.output_logits(feats, specials), model.output_logits(feats, allowed)], -1).float()
     if temperature != 1.0:
         logits = logits / temperature
+    if vocab is None:  # stay in the range's own index space (ids[i] is the token of index i)
+        return F.log_softmax(logits, dim=-1)
     out = torch.full((logits.shape[0], vocab), NEG_INF, dtype=torch.float32, device=logits.device)
     out.index_copy_(1, ids, F.log_softmax(logits, dim=-1))
     return out
