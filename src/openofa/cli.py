@@ -111,6 +111,8 @@ def _task_parser(sub, spec: type[Task], common: argparse.ArgumentParser) -> None
     """The subcommand of one task, from its input fields and options."""
     p = sub.add_parser(spec.name, parents=[common], help=spec.help, description=spec.help)
     what = "image files, folders" if spec.takes_image() else "text files (one input per line)"
+    if spec.literal_inputs:
+        what = "texts (quoted), " + what
     p.add_argument("inputs", nargs="*", help=f"{what}, or a .tsv/.jsonl file in the task's layout")
     for f in spec.inputs + spec.options:
         if f.type == "image":

@@ -155,6 +155,8 @@ def test_imagine_api(ofa, model, monkeypatch):
                    temperature=0.7, seed=2)
     assert len(calls) == 1 and calls[0][0] == 2 and [len(b["images"]) for b in both] == [3, 3]
     assert len(ofa.imagine(["a", "b"], samples=2)) == 2
+    nucleus = ofa.imagine("a red bus", samples=2, sampling_topp=0.3, seed=5)  # top-p instead of top-k
+    assert len(nucleus["images"]) == 2
     with pytest.raises(OFAError, match="empty"):
         ofa.imagine("   ")
     with pytest.raises(OFAError, match="samples"):
