@@ -10,8 +10,9 @@ What is timed:
 * **original (projected)**: the original's ``SequenceGenerator`` + ``unify_transformer`` do the
   same layer work per step, and in addition, at every step and for every row, recompute the
   absolute position biases of *all* positions so far (text and image, self and cross: four
-  ``(N, H, t+1, t+1 or S)`` products after projecting ``(N, t+1, C)`` position embeddings) and
-  each layer's ``(t+1) x (t+1)`` image relative bias gather, then keep the last row; and they
+  ``(N, H, t+1, t+1 or S)`` products after projecting ``(N, t+1, C)`` position embeddings) and,
+  in each layer, gather the ``(t+1) x (t+1)`` image relative bias, add it to a copy of the full
+  ``(N, H, t+1, t+1)`` absolute bias, and only then keep the last row; and they
   project onto and normalise over the whole 59,457-token vocabulary. Running the original
   needs fairseq, which does not install beside this torch; so this script re-enacts exactly that
   extra work with the same modules and shapes at sample steps t, integrates it over the 1025
@@ -45,19 +46,22 @@ def original_extra_step(model, n_rows: int, t: int, enc_pos: torch.Tensor) -> No
 
     text = d.embed_positions.weight[pos.clamp(max=d.embed_positions.weight.shape[0] - 1)].expand(n_rows, -1, -1)
     image = d.embed_image_positions.weight[d._code_ids(pos)].expand(n_rows, -1, -1)
+    full = None
     for emb, ln in ((text, d.pos_ln), (image, d.image_pos_ln)):
         p = ln(emb)
         q = heads(d.self_pos_q_linear(p)) * d.pos_scaling
         k = heads(d.self_pos_k_linear(p))
-        (q @ k.transpose(2, 3))[:, :, -1:]
+        full = q @ k.transpose(2, 3)  # (N, H, t+1, t+1); the image one replaces the text one
         cq = heads(d.cross_pos_q_linear(p)) * d.pos_scaling
         (cq @ enc_pos.expand(n_rows, -1, -1, -1).transpose(2, 3))[:, :, -1:]
     ids = d._code_ids(pos)
     from openofa.model.positions import image_rel_bucket_of_ids
 
-    bucket = image_rel_bucket_of_ids(ids, ids, cfg.image_bucket_size)
-    for table in d.image_rel_pos_table_list:
-        table.weight[bucket].permute(2, 0, 1)[:, -1:]
+    for table in d.image_rel_pos_table_list:  # per layer: clone the full bias, add the relative one, keep a row
+        bucket = image_rel_bucket_of_ids(ids, ids, cfg.image_bucket_size)
+        bias = full.clone()
+        bias += table.weight[bucket].permute(2, 0, 1).unsqueeze(0)
+        bias[:, :, -1:]
 
 
 def full_vocab_extra(model, n_rows: int) -> None:
