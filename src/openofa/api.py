@@ -47,6 +47,8 @@ class OFA:
         self.prepare_workers = prepare_workers
         #: the original's zero-shot evaluation settings per task (for the pretrained files)
         self.zero_shot = bool(zero_shot)
+        #: other models a task uses beside this one, loaded once (text-to-image: "vqgan", "clip")
+        self.components: dict[str, Any] = {}
 
     @property
     def tokenizer(self) -> OFATokenizer:
@@ -280,9 +282,10 @@ class OFA:
         return {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
 
     def generate(self, examples: list[Example], defaults: dict[str, Any], constraints: Trie | None = None,
-                 task: str | None = None, **overrides: Any):
+                 task: str | None = None, every: bool = False, **overrides: Any):
         """Best hypothesis per example with the task's decoding ``defaults``, updated by the model's
-        own settings for ``task`` (``task_settings["generation"][task]``), then by ``overrides``."""
+        own settings for ``task`` (``task_settings["generation"][task]``), then by ``overrides``;
+        with ``every``, each example's list of hypotheses."""
         gen = SequenceGenerator(GenerationConfig(**self.decoding(defaults, task, **overrides)))
         batch = self._collate(examples)
         prefix = None
@@ -294,7 +297,7 @@ class OFA:
             prefix = prefix.to(self.device)
         hypos = gen.generate(self.model, batch["src_tokens"], batch["src_lengths"], batch["patch_images"],
                              batch["patch_masks"], prefix_tokens=prefix, constraints=constraints)
-        return [h[0] for h in hypos]
+        return hypos if every else [h[0] for h in hypos]
 
     def score_candidates(self, examples: list[Example], candidates: list[list[int]]) -> torch.Tensor:
         """(B, C) summed log-probs of each candidate (plus eos) after each example's prefix, with the
@@ -438,6 +441,23 @@ class OFA:
 
     def summarize(self, text: str | Sequence[str], **options):
         return self._call("summarize", "summary", {"text": text}, **options)
+
+    def imagine(self, text: str | Sequence[str], *, samples: int = 16, seed: int | None = None, **options):
+        """Draw ``samples`` images of a text (or of each of a list of texts): a dict with
+        ``images`` (PIL), ``scores`` (mean log-prob of each image's codes) and, with
+        ``rerank=True``, ``clip_scores`` (images ordered best first). Options: ``sampling_topk``,
+        ``sampling_topp``, ``temperature``, ``vqgan``, ``clip`` (see ``docs/imagine.md``)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        out = self.run("imagine", [{"text": t} for t in texts], samples=samples, seed=seed, **options)
+        return out[0] if isinstance(text, str) else out
+
+    def infill(self, image, **options):
+        """Redraw the middle of an image from its border (the original's image-infilling
+        pretraining task): a dict with ``image`` (PIL, the input's square with a new middle),
+        ``images`` (one per sample) and ``scores``; see ``docs/imagine.md``."""
+        images = image if isinstance(image, (list, tuple)) else [image]
+        out = self.run("infill", [{"image": im} for im in images], **options)
+        return out if isinstance(image, (list, tuple)) else out[0]
 
 
 def load(path: str | Path | None = None, **kwargs: Any) -> OFA:

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N rows")
     p.add_argument("--mode", choices=["beam", "trie", "allcand"], help="vqa: how to answer")
     p.add_argument("--classes", help="classify: class names (default: the labels found in the file)")
+    p.add_argument("--fid-stats", help="imagine: reference Inception statistics (.npz with mu, sigma) for FID and IS")
     _decoding_options(p)
 
     p = sub.add_parser("demo", help="caption, VQA and grounding on an example image")
@@ -117,6 +118,8 @@ def _task_parser(sub, spec: type[Task], common: argparse.ArgumentParser) -> None
     """The subcommand of one task, from its input fields and options."""
     p = sub.add_parser(spec.name, parents=[common], help=spec.help, description=spec.help)
     what = "image files, folders" if spec.takes_image() else "text files (one input per line)"
+    if spec.literal_inputs:
+        what = "texts (quoted), " + what
     p.add_argument("inputs", nargs="*", help=f"{what}, or a .tsv/.jsonl file in the task's layout")
     for f in spec.inputs + spec.options:
         if f.type == "image":
@@ -136,6 +139,8 @@ def _task_parser(sub, spec: type[Task], common: argparse.ArgumentParser) -> None
                         "(exit status 2 at the end); without it the first one stops the run")
     if spec.draws:
         p.add_argument("--draw", help="folder to write each image with its boxes drawn")
+    if spec.writes_images:
+        p.add_argument("--out", default="ofa-images", help="folder for the images (default: ofa-images)")
     _decoding_options(p)
 
 
@@ -229,6 +234,10 @@ def collect_inputs(args: argparse.Namespace, bad: list[str] | None = None) -> li
         items += [{"_name": f, "image": f} for f in _image_files(others)]
     else:
         first = next(f.name for f in spec.inputs if f.required)
+        if spec.literal_inputs:  # a positional input that is not a file is the text itself
+            texts = [i for i in others if not Path(i).is_file()]
+            others = [i for i in others if Path(i).is_file()]
+            items += [{"_name": t, first: t} for t in texts]
         items += list(_text_lines(others, first))
     given = {f.name: _value(f, getattr(args, f.name)) for f in spec.inputs
              if f.type != "image" and getattr(args, f.name, None) is not None}
@@ -304,6 +313,8 @@ def run_task(args: argparse.Namespace) -> int:
             print(f"skipped: {message if where in message else f'{where}: {message}'}", file=sys.stderr)
             skipped += 1
             continue
+        if spec.writes_images:
+            res = spec.save(res, Path(args.out), item["_name"], used)
         if getattr(args, "draw", None):
             out = _draw_path(Path(args.draw), item["_name"], used)
             draw_boxes(item["image"], spec.boxes(res), out, item.get("text", ""))
@@ -332,6 +343,8 @@ def run_eval(args: argparse.Namespace) -> int:
     options = _options(args)
     if args.mode:
         options["mode"] = args.mode
+    if args.fid_stats:
+        options["fid_stats"] = args.fid_stats
     metrics = evaluate(ofa, args.task, args.data, split=args.split,
                        columns=args.cols, out_dir=args.out,
                        limit=args.limit, batch_size=args.batch_size, progress=not args.no_progress,

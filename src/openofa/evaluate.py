@@ -43,7 +43,7 @@ def evaluate(ofa, task: str, path: str | Path, *, split: str = "test", columns: 
     options = runner.eval_options(refs, options)
     inputs = [runner.inputs_of(r, layout) for r in records]
     results = ofa.run(runner.name, inputs, batch_size=batch_size, progress=progress, **options)
-    preds = [r[runner.output] for r in results]
+    preds = [runner.prediction(r) for r in results]
     scores = runner.metric(preds, refs, layout)
     metrics: dict[str, Any] = {runner.metric_name: scores[runner.metric_name], "count": len(preds),
                                "task": layout.task}

@@ -43,6 +43,8 @@ def test_recipe_reads_and_says_how_to_launch(path):
         assert cfg.model in path.stem
         if cfg.criterion == "scst":  # caption stage 2 continues from the stage-1 recipe's best weights
             assert cfg.init_from == f"runs/caption_{cfg.model}/best"
+        elif cfg.criterion == "clip_scst":  # so does text-to-image stage 2
+            assert cfg.init_from == f"runs/imagine_{cfg.model}/best"
         elif path.stem.endswith("_cn_base"):  # the Chinese recipes start from the Chinese pretrained file
             assert cfg.init_from == f"checkpoints/ofa_cn_{cfg.model}.pt"
         else:
@@ -139,7 +141,12 @@ def _fits_the_data_layer_and_generator(cfg):
         else:
             data.resolve_columns(cfg.task, cfg.data["columns"])
         assert set(cfg.data) <= accepted
-    known = {f for f in GenerationConfig.__dataclass_fields__} | {"mode"}
+    known = {f for f in GenerationConfig.__dataclass_fields__} | {"mode", "limit"}
+    if cfg.task not in ("mixture", "trunk", "synthetic"):  # and the task's own options (imagine: samples, vqgan)
+        from openofa.tasks import task_of_layout
+        from openofa.data.layouts import get_layout
+
+        known |= {f.name for f in task_of_layout(get_layout(cfg.task)).options}
     assert set(cfg.eval) <= known
 
 

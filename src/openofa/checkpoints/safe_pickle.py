@@ -40,7 +40,8 @@ import torch
 from openofa.errors import OFAError
 
 # modules whose globals become inert records instead of being imported
-STANDIN_MODULES = ("omegaconf", "fairseq", "enum", "typing")
+STANDIN_MODULES = ("omegaconf", "fairseq", "enum", "typing",
+                   "pytorch_lightning", "lightning")  # Lightning callbacks and hparams in a VQGAN last.ckpt
 
 # torch's legacy (pre-1.6, non-zip) files start with the pickled magic number 0x1950a86a20f9469cfc6c
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."

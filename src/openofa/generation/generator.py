@@ -42,6 +42,9 @@ class GenerationConfig:
     # (bin_0, num_bins): the first four generated tokens (after any prefix) are a box whose x2 and
     # y2 bins are greater than its x1 and y1 bins; the pruned candidates' scores are untouched
     ordered_box: Optional[tuple] = None
+    # image codes as the output (text-to-image, infilling): the decoder runs in code mode and, as
+    # the original's gen_code, the special ids 0..3 are -inf after the log-softmax until max_len
+    gen_code: bool = False
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -125,7 +128,21 @@ class SequenceGenerator:
         enc = model.encode(
             src_tokens, src_lengths=src_lengths, patch_images=patch_images, patch_masks=patch_masks
         )
-        cache = model.init_cache(enc, beam_size=beam)
+        if cfg.gen_code:
+            cache = model.init_cache(enc, beam_size=beam, code_masks=torch.ones(bsz, dtype=torch.bool, device=device))
+        else:
+            cache = model.init_cache(enc, beam_size=beam)
+        # a token range alone (no trie, no prefix): only its ids' logits are computed (the others
+        # are -inf before the log-softmax anyway), a fraction of the output projection for image codes
+        range_ids = None
+        if (token_range is not None and constraints is None and prefix_tokens is None
+                and hasattr(model, "output_logits")):
+            range_ids = torch.cat([torch.arange(min(4, token_range.start), device=device),
+                                   torch.arange(token_range.start, min(token_range.end, vocab), device=device)])
+            range_ids = (range_ids, slice(0, min(4, token_range.start)), slice(token_range.start, min(token_range.end, vocab)))
+        # and the search itself runs over those ids (the special ids 0..3 keep their indices), mapped
+        # back to token ids after each step, when nothing else indexes the vocabulary
+        restricted = range_ids is not None and cfg.no_repeat_ngram_size == 0 and cfg.ordered_box is None
 
         rows = bsz * beam
         tokens = torch.full((rows, max_len + 2), pad, dtype=torch.long, device=device)
@@ -156,22 +173,13 @@ class SequenceGenerator:
                         else torch.zeros(rows, dtype=torch.long, device=device))
 
         for step in range(max_len + 1):
-            logits = model.decode_step(tokens[:, : step + 1], cache)
-            if cfg.temperature != 1.0:
-                logits = logits / cfg.temperature
-            if trie_state is not None:
-                allowed = constraints.mask(trie_state, logits.size(-1))
-                allowed |= (trie_from > step).unsqueeze(1)
-                logits = logits.masked_fill(~allowed, NEG_INF)
-            # rows whose prefix forces this step's token: constraints start after the prefix
             forced = None
-            if prefix_tokens is not None and step < prefix_tokens.size(1) and step < max_len:
-                forced = prefix_tokens[:, step].ne(pad).repeat_interleave(beam)
-            if token_range is not None and forced is None:
-                logits = token_range.apply_(logits.clone() if trie_state is None else logits)
-            elif token_range is not None:  # forced rows keep their logits
-                logits = torch.where(forced.unsqueeze(1), logits, token_range.apply_(logits.clone()))
-            lprobs = F.log_softmax(logits.float(), dim=-1)
+            if range_ids is not None:
+                lprobs = _range_lprobs(model, tokens[:, : step + 1], cache, range_ids, None if restricted else vocab,
+                                       cfg.temperature)
+            else:
+                lprobs, forced = self._lprobs(model, tokens, step, cache, max_len, beam, trie_state, trie_from,
+                                              constraints, prefix_tokens, token_range, pad)
 
             if forced is not None:
                 lprobs, tokens, scores, trie_state = self._force_prefix(
@@ -186,6 +194,8 @@ class SequenceGenerator:
                 _order_box_(lprobs, tokens, step, box_from, cfg.ordered_box)
             if cfg.unk_penalty:
                 lprobs[:, unk] -= cfg.unk_penalty
+            if cfg.gen_code and step < max_len:
+                lprobs[:, :4] = NEG_INF
             if step >= max_len:
                 lprobs[:, :eos] = NEG_INF
                 lprobs[:, eos + 1 :] = NEG_INF
@@ -203,6 +213,8 @@ class SequenceGenerator:
                 )
             else:
                 cand_scores, cand_tokens, cand_beams = _beam_step(step, lprobs3, scores.view(bsz, beam, -1))
+            if restricted:
+                cand_tokens = range_ids[0][cand_tokens]
             cand_rows = cand_beams + beam_offsets
 
             # candidates ending in eos among the first `beam` are finalized
@@ -287,6 +299,30 @@ class SequenceGenerator:
             out.append(hyps[:n_out])
         return out
 
+
+    def _lprobs(self, model, tokens, step, cache, max_len, beam, trie_state, trie_from, constraints,
+                prefix_tokens, token_range, pad):
+        """Log-probs of the next token over the whole vocabulary (temperature, trie and token
+        range applied to the logits first), and the rows a prefix forces at this step (or None)."""
+        cfg = self.config
+        logits = model.decode_step(tokens[:, : step + 1], cache)
+        if cfg.temperature != 1.0:
+            logits = logits / cfg.temperature
+        if trie_state is not None:
+            allowed = constraints.mask(trie_state, logits.size(-1))
+            allowed |= (trie_from > step).unsqueeze(1)
+            logits = logits.masked_fill(~allowed, NEG_INF)
+        # rows whose prefix forces this step's token: constraints start after the prefix
+        forced = None
+        if prefix_tokens is not None and step < prefix_tokens.size(1) and step < max_len:
+            forced = prefix_tokens[:, step].ne(pad).repeat_interleave(beam)
+        if token_range is not None and forced is None:
+            logits = token_range.apply_(logits.clone() if trie_state is None else logits)
+        elif token_range is not None:  # forced rows keep their logits
+            logits = torch.where(forced.unsqueeze(1), logits, token_range.apply_(logits.clone()))
+        lprobs = F.log_softmax(logits.float(), dim=-1)
+        return lprobs, forced
+
     # ---------------------------------------------------------------------------------------
     def _finalize(self, step, rows, eos_scores, tokens, scores, sent_ids, finalized, finished, beam, max_len, eos):
         """Store the hypotheses that end at this step; return batch positions now finished."""
@@ -366,6 +402,23 @@ def _beam_step(step: int, lprobs: torch.Tensor, scores: torch.Tensor):
     top_scores, pick = torch.topk(row_scores.view(bsz, -1), k=k)
     beams = torch.div(pick, k, rounding_mode="floor")
     return top_scores, row_idx.view(bsz, -1).gather(1, pick), beams
+
+
+def _range_lprobs(model, prefix: torch.Tensor, cache, rng: tuple, vocab: int, temperature: float):
+    """Log-probs over the vocabulary when only the ids of ``rng`` (ids, special slice, range
+    slice) are allowed: their logits alone are computed, from the weight's rows in place, and
+    normalised (the others would be -inf before the log-softmax), the rest -inf; with ``vocab``
+    None, over the allowed ids only (N, len(ids))."""
+    ids, specials, allowed = rng
+    feats = model.decode_step(prefix, cache, features_only=True)
+    logits = torch.cat([model.output_logits(feats, specials), model.output_logits(feats, allowed)], -1).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    if vocab is None:  # stay in the range's own index space (ids[i] is the token of index i)
+        return F.log_softmax(logits, dim=-1)
+    out = torch.full((logits.shape[0], vocab), NEG_INF, dtype=torch.float32, device=logits.device)
+    out.index_copy_(1, ids, F.log_softmax(logits, dim=-1))
+    return out
 
 
 def _clean(x: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,9 @@ class DecoderCache:
         self.bias_start = 0
         self.self_biases: list[torch.Tensor] = []
         self.cross_biases: torch.Tensor | None = None
+        # inputs that all decode image codes: the projected image positions of the whole grid,
+        # computed at the first step (see Decoder._code_step_biases)
+        self.code_positions: tuple | None = None
 
     @property
     def num_rows(self) -> int:
@@ -108,6 +111,9 @@ class DecoderCache:
 
     def reorder(self, new_order: torch.Tensor) -> None:
         """Row i of the new state is old row ``new_order[i]``; rows must stay grouped by input."""
+        if new_order.numel() == self.num_rows and torch.equal(
+                new_order, torch.arange(new_order.numel(), device=new_order.device)):
+            return  # every row stays (sampling): nothing to copy
         for kv in self.self_kv:
             kv.reorder(new_order)
         inputs = new_order.view(-1, self.group)[:, 0] // self.group
@@ -190,6 +196,11 @@ class Decoder(nn.Module):
         With ``code`` (N,) the self bias is (N, H, T, K) and rows flagged in ``code`` (and in
         ``cross_rows`` (B,) for the cross bias) take the image-code positions."""
         keys = torch.arange(int(positions[-1]) + 1, device=positions.device)
+        if code is not None and bool(code.all()):  # code rows only: no text positions (they may
+            # run past the text tables: a 32x32 grid is 1025 positions)
+            img_pos = self.image_pos_ln(self.embed_image_positions.weight[self._code_ids(keys)])[None]
+            self_bias, cross_bias = self._abs_biases(img_pos[:, positions], img_pos, enc_pos_k)
+            return self_bias, cross_bias + enc_pad_bias
         all_pos = self.pos_ln(self.embed_positions.weight[keys])[None]  # keys 0..last
         self_bias, cross_bias = self._abs_biases(all_pos[:, positions], all_pos, enc_pos_k)
         if code is not None:
@@ -202,6 +213,9 @@ class Decoder(nn.Module):
     def _rel_biases(self, q_pos: torch.Tensor, k_pos: torch.Tensor, code: torch.Tensor | None) -> list:
         """Per layer, the relative self-attention bias (1 or N, H, Q, K)."""
         cfg = self.cfg
+        if code is not None and bool(code.all()):
+            img_bucket = image_rel_bucket_of_ids(self._code_ids(q_pos), self._code_ids(k_pos), cfg.image_bucket_size)
+            return [t.weight[img_bucket].permute(2, 0, 1)[None] for t in self.image_rel_pos_table_list]
         bucket = token_rel_bucket(q_pos, k_pos, cfg.token_bucket_size, cfg.max_target_positions)
         text = [t.weight[bucket].permute(2, 0, 1)[None] for t in self.token_rel_pos_table_list]
         if code is None:
@@ -219,7 +233,9 @@ class Decoder(nn.Module):
                 x = x + self.embed_positions.weight[positions]
             return self.dropout(self.layernorm_embedding(x))
         rows = code[:, None, None]
-        if entangle:
+        if entangle and bool(code.all()):
+            x = x + self.embed_image_positions.weight[self._code_ids(positions)]
+        elif entangle:
             x = x + torch.where(rows, self.embed_image_positions.weight[self._code_ids(positions)],
                                 self.embed_positions.weight[positions])
         if bool(code.all()):
@@ -229,11 +245,14 @@ class Decoder(nn.Module):
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         return self.output_projection(self.layer_norm(x))
 
-    def output_logits(self, features: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+    def output_logits(self, features: torch.Tensor, vocab: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Logits of ``features`` (the decoder's normalised output, ``features_only=True``) for the
-        whole vocabulary, or for the token ids ``vocab`` only (..., len(vocab))."""
+        whole vocabulary, or for the token ids ``vocab`` only (..., len(vocab)); a ``slice`` of
+        ids reads those rows of the weight in place."""
         if vocab is None:
             return self.output_projection(features)
+        if isinstance(vocab, slice):
+            return torch.nn.functional.linear(features, self.output_projection.weight[vocab])
         return torch.nn.functional.linear(features, self.output_projection.weight.index_select(0, vocab))
 
     # ---- teacher forcing ---------------------------------------------------------------------
@@ -303,6 +322,8 @@ class Decoder(nn.Module):
         x = self._embed(tokens[:, -1:], pos, code)
         if code is None:
             self_biases, cross_bias = self._step_biases(t, cache)
+        elif bool(code.all()):
+            self_biases, cross_bias = self._code_step_biases(t, cache)
         else:
             self_abs, cross_bias = self._position_biases(pos, cache.cross_pos_k, cache.enc_pad_bias, code, inputs_code)
             rel = self._rel_biases(pos, torch.arange(t + 1, device=device), code)
@@ -335,3 +356,24 @@ class Decoder(nn.Module):
         row = t - start
         return ([b[:, :, row:row + 1, : cache.prefix_len + t + 1] for b in cache.self_biases],
                 cache.cross_biases[:, :, row:row + 1])
+
+    def _code_step_biases(self, t: int, cache: DecoderCache) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Self biases per layer (1, H, 1, t+1) and the cross bias (B, H, 1, S) of step ``t`` when
+        every row decodes image codes. The grid's image positions are normalised and projected
+        once per cache; a step multiplies its own query row with them and gathers its row of the
+        2-D relative tables (nothing is recomputed for earlier positions)."""
+        if cache.code_positions is None or cache.code_positions[0].shape[0] <= t:
+            w = self.cfg.code_image_size // 8
+            n = max(t + 1, w * w + 2)
+            ids = self._code_ids(torch.arange(n, device=cache.cross_pos_k.device))
+            pos = self.image_pos_ln(self.embed_image_positions.weight[ids])[None]
+            cache.code_positions = (ids, self._heads(self.self_pos_q_linear(pos)) * self.pos_scaling,
+                                    self._heads(self.self_pos_k_linear(pos)),
+                                    self._heads(self.cross_pos_q_linear(pos)) * self.pos_scaling)
+        ids, self_q, self_k, cross_q = cache.code_positions
+        self_abs = self_q[:, :, t:t + 1] @ self_k[:, :, : t + 1].transpose(2, 3)
+        cross = cross_q[:, :, t:t + 1] @ cache.cross_pos_k.transpose(2, 3) + cache.enc_pad_bias
+        bucket = image_rel_bucket_of_ids(ids[t:t + 1], ids[: t + 1], self.cfg.image_bucket_size)
+        dtype = self.embed_positions.weight.dtype
+        return ([(self_abs + table.weight[bucket].permute(2, 0, 1)[None]).to(dtype)
+                 for table in self.image_rel_pos_table_list], cross.to(dtype))

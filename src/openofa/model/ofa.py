@@ -114,7 +114,7 @@ class OFAModel(nn.Module):
         return self.decoder(prev_output_tokens, enc, code_masks=code_masks,
                             cross_attention_layer=cross_attention_layer)
 
-    def output_logits(self, features: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+    def output_logits(self, features: torch.Tensor, vocab: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Logits of decoder ``features`` over the vocabulary, or over the token ids ``vocab`` only."""
         return self.decoder.output_logits(features, vocab)
 

@@ -12,13 +12,16 @@ from openofa.tasks.classify import ImageClassification
 from openofa.tasks.detect import Detect
 from openofa.tasks.entailment import Entailment
 from openofa.tasks.grounding import Grounding
+from openofa.tasks.imagine import Imagine
+from openofa.tasks.infill import Infill
 from openofa.tasks.ocr import OCR
 from openofa.tasks.summarize import Summarize
 from openofa.tasks.text_classification import TextClassification
 from openofa.tasks.vqa import VQA
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (Caption, VQA, Grounding, Entailment, ImageClassification,
-                                                      TextClassification, Summarize, Detect, OCR)}
+                                                      TextClassification, Summarize, Detect, OCR, Imagine,
+                                                      Infill)}
 
 
 def get_task(name: str) -> Task:
@@ -48,4 +51,5 @@ def task_of_layout(layout: TaskLayout) -> Task:
 
 
 __all__ = ["Example", "Field", "Task", "TaskLayout", "TASKS", "get_task", "find_task", "task_of_layout", "Caption", "VQA",
-           "Grounding", "Entailment", "ImageClassification", "TextClassification", "Summarize", "Detect", "OCR"]
+           "Grounding", "Entailment", "ImageClassification", "TextClassification", "Summarize", "Detect", "OCR",
+           "Imagine", "Infill"]

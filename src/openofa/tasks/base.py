@@ -184,6 +184,10 @@ class Task:
     image_mode: ClassVar[str] = "square"
     #: the task setting that says whether the source is also the decoder's prefix
     prompt_setting: ClassVar[str] = "prompt_type"
+    #: command line: a positional input that is not a file is the text itself (``ofa imagine "a bus"``)
+    literal_inputs: ClassVar[bool] = False
+    #: results hold images: the command line writes them (``--out``) through :meth:`save`
+    writes_images: ClassVar[bool] = False
 
     @classmethod
     def takes_image(cls) -> bool:
@@ -210,6 +214,15 @@ class Task:
     def format(self, result: dict[str, Any]) -> str:
         """The command line's plain-text form of a result."""
         return str(result[self.output])
+
+    def save(self, result: dict[str, Any], folder: Any, name: str, used: set) -> dict[str, Any]:
+        """Tasks with ``writes_images``: write a result's images into ``folder`` (named after the
+        input ``name``, unique among ``used``); return the result naming the files instead."""
+        return result
+
+    def prediction(self, result: dict[str, Any]) -> Any:
+        """What ``ofa eval`` scores of a result (``result[output]`` unless a task says otherwise)."""
+        return result[self.output]
 
     def boxes(self, result: dict[str, Any]) -> list[tuple[list[float], str]]:
         """(box, label) pairs of a result, for drawing (tasks with ``draws``)."""

@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 from openofa.errors import OFAError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-CRITERIA = ("label_smoothed_cross_entropy", "scst")
+CRITERIA = ("label_smoothed_cross_entropy", "scst", "clip_scst")
 RESUME = ("auto", "always", "never")
 
 
@@ -204,15 +204,17 @@ class TrainConfig:
             raise bad("criterion", f"{self.criterion!r} is not one of {', '.join(CRITERIA)}")
         if self.scst:
             from openofa.generation import GenerationConfig
+            from openofa.train.clip_scst import CLIP_SCST_KEYS
             from openofa.train.scst import SCST_KEYS
 
-            known_scst = set(GenerationConfig.__dataclass_fields__) | set(SCST_KEYS)
+            own = CLIP_SCST_KEYS if self.criterion == "clip_scst" else SCST_KEYS
+            known_scst = set(GenerationConfig.__dataclass_fields__) | set(own)
             for key in self.scst:
                 if key not in known_scst:
                     raise bad(f"scst.{key}", f"unknown option (GenerationConfig fields and "
-                                             f"{', '.join(SCST_KEYS)}){_suggest(key, known_scst)}")
-            if self.criterion != "scst":
-                raise bad("scst", "options for criterion scst, but the criterion is " + self.criterion)
+                                             f"{', '.join(own)}){_suggest(key, known_scst)}")
+            if self.criterion not in ("scst", "clip_scst"):
+                raise bad("scst", "options for criterion scst or clip_scst, but the criterion is " + self.criterion)
         if self.mixture_ratio:
             if self.task != "mixture":
                 raise bad("mixture_ratio", "applies to task: mixture")

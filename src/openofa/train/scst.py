@@ -182,6 +182,8 @@ class SelfCriticalCriterion:
     runs_model = True
     #: per-sentence sums in ``LossOutput.sums``; the trainer logs them as means per caption
     log_keys = ("reward",)
+    #: the sampled outputs are image codes (the decoder's code mode; text-to-image stage 2)
+    code_outputs = False
 
     def __init__(self, generation: GenerationConfig | Mapping[str, Any] | None = None,
                  reward: CiderReward | None = None, *, pad: int = 1, bos: int = 0, eos: int = 2,
@@ -263,9 +265,10 @@ class SelfCriticalCriterion:
         def pick(x):
             return x.index_select(0, rows) if isinstance(x, torch.Tensor) else x
 
+        extra = {"code_masks": torch.ones(len(flat), dtype=torch.bool, device=device)} if self.code_outputs else {}
         logits = model(src_tokens=pick(net["src_tokens"]), src_lengths=pick(net.get("src_lengths")),
                        patch_images=pick(net.get("patch_images")), patch_masks=pick(net.get("patch_masks")),
-                       prev_output_tokens=prev)
+                       prev_output_tokens=prev, **extra)
         if self.constraint_range is not None:
             logits = self.constraint_range.apply_(logits.clone())
         lprobs = F.log_softmax(logits.float(), dim=-1)

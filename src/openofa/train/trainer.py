@@ -116,6 +116,10 @@ def build_criterion(cfg: TrainConfig, model_config, train_data: Any,
         from openofa.train.scst import SelfCriticalCriterion
 
         return SelfCriticalCriterion.from_config(cfg, model_config, train_data)
+    if cfg.criterion == "clip_scst":  # text-to-image stage 2
+        from openofa.train.clip_scst import ClipRewardCriterion
+
+        return ClipRewardCriterion.from_config(cfg, model_config, train_data)
     from openofa.train.extensions import criterion_hooks
 
     criterion = cross_entropy if cross_entropy is not None else cross_entropy_for(cfg, model_config)
