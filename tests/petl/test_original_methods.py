@@ -140,3 +140,19 @@ def test_beam_cache_with_a_decoder_prefix_matches_per_row_caches():
             grouped.reorder(order)
             flat.reorder(order)
             tokens = torch.cat([tokens[order], torch.randint(4, 500, (6, 1), generator=gen)], 1)
+
+
+@torch.no_grad()
+def test_decoder_prefix_in_image_code_mode_cached_equals_teacher_forced():
+    """Rows that decode image codes (text-to-image) take the prefixes too: step by step through
+    the cache equals teacher forcing."""
+    model = model_of("prefix")
+    g = torch.Generator().manual_seed(0)
+    enc = model.encode(torch.randint(4, 500, (2, 8), generator=g))
+    codes = torch.randint(model.config.code_0, model.config.code_0 + 100, (2, 6), generator=g)
+    prev = torch.cat([torch.zeros(2, 1, dtype=torch.long), codes], 1)
+    code_masks = torch.tensor([True, True])
+    want = model.decode(prev, enc, code_masks=code_masks)
+    cache = model.init_cache(enc, code_masks=code_masks)
+    got = torch.stack([model.decode_step(prev[:, : t + 1], cache) for t in range(prev.shape[1])], 1)
+    _close(got, want, "code mode")

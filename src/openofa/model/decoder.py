@@ -322,14 +322,16 @@ class Decoder(nn.Module):
         x = self._embed(tokens[:, -1:], pos, code)
         if code is None:
             self_biases, cross_bias = self._step_biases(t, cache)
-        elif bool(code.all()):
-            self_biases, cross_bias = self._code_step_biases(t, cache)
         else:
-            self_abs, cross_bias = self._position_biases(pos, cache.cross_pos_k, cache.enc_pad_bias, code, inputs_code)
-            rel = self._rel_biases(pos, torch.arange(t + 1, device=device), code)
-            cross_bias = cross_bias.to(x.dtype)
-            self_biases = [(self_abs + r).to(x.dtype) for r in rel]
-            if cache.prefix_len:
+            if bool(code.all()):
+                self_biases, cross_bias = self._code_step_biases(t, cache)
+            else:
+                self_abs, cross_bias = self._position_biases(pos, cache.cross_pos_k, cache.enc_pad_bias, code,
+                                                             inputs_code)
+                rel = self._rel_biases(pos, torch.arange(t + 1, device=device), code)
+                cross_bias = cross_bias.to(x.dtype)
+                self_biases = [(self_abs + r).to(x.dtype) for r in rel]
+            if cache.prefix_len:  # prefix-tuning keys lead the cache: no position bias for them
                 self_biases = [torch.nn.functional.pad(b, (cache.prefix_len, 0)) for b in self_biases]
         for i, layer in enumerate(self.layers):
             x = layer(x, self_biases[i], cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
