@@ -92,6 +92,9 @@ class OFAConfig:
     # π-Tuning (openofa/petl/pi.py): each layer's adapter is a mix of this many task experts
     # (0: one plain adapter, the original's)
     adapter_experts: int = 0
+    # a second adapter after each self-attention, before its residual (the π-Tuning code's
+    # adapter1; the original has only the FFN one)
+    attn_adapter: bool = False
     encoder_prompt: bool = False
     encoder_prompt_type: str = "prefix"
     encoder_prompt_length: int = 100
@@ -141,6 +144,8 @@ class OFAConfig:
                     raise OFAError(f"config field {name} must be positive, got {getattr(self, name)}")
         if self.adapter_experts < 0 or self.adapter_experts == 1:
             raise OFAError(f"config field adapter_experts must be 0 (one adapter) or at least 2, got {self.adapter_experts}")
+        if self.attn_adapter and not self.adapter:
+            raise OFAError("config field attn_adapter needs adapter: true")
         if self.adapter and self.adapter_dim <= 0:
             raise OFAError(f"config field adapter_dim must be positive, got {self.adapter_dim}")
 

@@ -90,14 +90,59 @@ def test_expert_errors(tmp_path):
 
 
 def test_pi_tuning_code_layout_is_mapped():
-    sd = {"encoder.layers.0.adapters2.1.down_proj.weight": torch.zeros(2, 3),
+    sd = {"encoder.layers.0.adapters2.1.down_proj.weight": torch.zeros(4, 3),
+          "encoder.layers.0.adapters1.0.up_proj.bias": torch.zeros(3),
           "decoder.layers.3.adapter_interpolation_weight2": torch.ones(2),
+          "decoder.layers.3.adapter_interpolation_weight1": torch.ones(2),
           "encoder.layers.0.fc1.weight": torch.zeros(1)}
-    out = from_pi_tuning_layout(sd)
+    out, fields = from_pi_tuning_layout(sd)
     assert set(out) == {"encoder.layers.0.adapter.experts.1.down_proj.weight",
-                        "decoder.layers.3.adapter.interpolation_weight", "encoder.layers.0.fc1.weight"}
-    with pytest.raises(OFAError, match="adapter1"):
-        from_pi_tuning_layout({"encoder.layers.0.adapters1.0.up_proj.bias": torch.zeros(1)})
+                        "encoder.layers.0.attn_adapter.experts.0.up_proj.bias",
+                        "decoder.layers.3.adapter.interpolation_weight",
+                        "decoder.layers.3.attn_adapter.interpolation_weight", "encoder.layers.0.fc1.weight"}
+    assert fields == {"adapter": True, "attn_adapter": True, "adapter_experts": 2, "adapter_dim": 4}
+    single, fields = from_pi_tuning_layout({"decoder.layers.1.adapter1.down_proj.weight": torch.zeros(8, 3)})
+    assert set(single) == {"decoder.layers.1.attn_adapter.down_proj.weight"}
+    assert fields == {"adapter": True, "attn_adapter": True, "adapter_experts": 0, "adapter_dim": 8}
+    assert from_pi_tuning_layout({"encoder.layers.0.adapter.down_proj.weight": torch.zeros(1)})[1] == {}
+
+
+@torch.no_grad()
+def test_a_file_written_by_the_pi_tuning_code_loads(tmp_path):
+    """Experts with adapters after the self-attention and the FFN, interpolated: renamed to the
+    π-Tuning code's keys inside an official file, the file loads as the same model."""
+    from openofa.checkpoints import load_checkpoint
+    from openofa.checkpoints.official import build_official
+    from openofa.model import model_from_state_dict
+
+    experts = []
+    for seed in (1, 2):
+        m = copy.deepcopy(recipe_model("tiny"))
+        apply(m, {"method": "adapter", "dim": 8, "attention": True})
+        g = torch.Generator().manual_seed(seed)
+        for name, p in m.named_parameters():
+            if "adapter." in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+        experts.append(save_adapter(m, {"method": "adapter", "dim": 8, "attention": True}, tmp_path / f"e{seed}"))
+    mixed = copy.deepcopy(recipe_model("tiny"))
+    apply(mixed, {"method": "pi", "experts": [str(e) for e in experts], "init": [0.5, -0.5]})
+    assert mixed.config.attn_adapter and mixed.config.adapter_experts == 2
+    base = recipe_model("tiny")
+    ckpt = build_official(base.config, base.state_dict())
+    fork = {}
+    for key, value in mixed.state_dict().items():
+        key = key.replace(".attn_adapter.experts.", ".adapters1.").replace(".adapter.experts.", ".adapters2.")
+        key = key.replace(".attn_adapter.interpolation_weight", ".adapter_interpolation_weight1")
+        key = key.replace(".adapter.interpolation_weight", ".adapter_interpolation_weight2")
+        fork[key] = value
+    assert any(".adapters1.1." in k for k in fork) and any(k.endswith("weight2") for k in fork)
+    ckpt["model"] = {**ckpt["model"], **fork}
+    torch.save(ckpt, tmp_path / "pi.pt")
+    config, sd, meta = load_checkpoint(tmp_path / "pi.pt")
+    assert config.adapter_experts == 2 and config.attn_adapter and config.adapter_dim == 8
+    loaded = model_from_state_dict(config, sd).eval()
+    batch = _batch()
+    torch.testing.assert_close(loaded(*batch), mixed.eval()(*batch), atol=1e-5, rtol=0)
 
 
 def test_task_similarity_ranks_the_expert_of_the_same_data_first():

@@ -102,14 +102,17 @@ def _adapter(p: str, c: OFAConfig) -> list[tuple[str, Shape]]:
     """The original builds a layer's adapter first, so its keys lead the layer's."""
     if not c.adapter:
         return []
-    if c.adapter_experts:  # π-Tuning's experts (openofa's names; not a layout of the original)
-        out: list[tuple[str, Shape]] = []
-        for k in range(c.adapter_experts):
-            out += _linear(f"{p}.adapter.experts.{k}.down_proj", c.adapter_dim, c.embed_dim) + _linear(
-                f"{p}.adapter.experts.{k}.up_proj", c.embed_dim, c.adapter_dim)
-        return out + [(f"{p}.adapter.interpolation_weight", (c.adapter_experts,))]
-    return _linear(f"{p}.adapter.down_proj", c.adapter_dim, c.embed_dim) + _linear(
-        f"{p}.adapter.up_proj", c.embed_dim, c.adapter_dim)
+    out: list[tuple[str, Shape]] = []
+    for name in ("adapter", "attn_adapter") if c.attn_adapter else ("adapter",):
+        if c.adapter_experts:  # π-Tuning's experts (openofa's names; not a layout of the original)
+            for k in range(c.adapter_experts):
+                out += _linear(f"{p}.{name}.experts.{k}.down_proj", c.adapter_dim, c.embed_dim) + _linear(
+                    f"{p}.{name}.experts.{k}.up_proj", c.embed_dim, c.adapter_dim)
+            out.append((f"{p}.{name}.interpolation_weight", (c.adapter_experts,)))
+        else:
+            out += _linear(f"{p}.{name}.down_proj", c.adapter_dim, c.embed_dim) + _linear(
+                f"{p}.{name}.up_proj", c.embed_dim, c.adapter_dim)
+    return out
 
 
 def _prompt_encoder(side: str, c: OFAConfig) -> list[tuple[str, Shape]]:

@@ -16,6 +16,7 @@ cannot build (another image trunk, other special token ids) is refused (:func:`c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -196,10 +197,17 @@ def from_official(
         raise OFAError(f"{source}: 'model' entry is a {type(weights).__name__}, not a state dict")
 
     sd = upgrade_old_names(weights, notes)
+    from openofa.petl.pi import from_pi_tuning_layout
+
+    sd, pi_fields = from_pi_tuning_layout(sd)  # the π-Tuning code's adapter names, if it wrote the file
+    if pi_fields:
+        notes.append("adapters in the π-Tuning code's layout read as openofa's (adapter / attn_adapter, experts)")
     inferred = infer_from_state_dict(sd)
     if EMBED_KEY not in sd and "decoder.embed_tokens.weight" not in sd:
         raise OFAError(f"{source}: state dict has no token embedding ({EMBED_KEY})")
     config = config_from_hyperparameters(model_cfg, task_cfg, inferred, notes, source)
+    if pi_fields:
+        config = dataclasses.replace(config, **pi_fields)
     if origin != "none":
         config = _with_openofa_entry(config, ckpt.get(OPENOFA_ENTRY), source)
     state_dict = finalize_state_dict(config, sd, source=source, notes=notes, keep_dtype=keep_dtype)
@@ -379,6 +387,9 @@ def cannot_represent(config: OFAConfig) -> str | None:
     """Why the official layout cannot hold ``config`` (None when it can): the original has no
     argument for the field, and the file would load back as a different model."""
     reasons = []
+    if config.attn_adapter:
+        reasons.append("attn_adapter=True (the π-Tuning code's adapters after the self-attention; the original "
+                       "has only the FFN one)")
     if config.adapter_experts:
         reasons.append(f"adapter_experts={config.adapter_experts} (π-Tuning's interpolated adapters; the original "
                        "has one adapter per layer)")

@@ -30,6 +30,12 @@ def _gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x.float()).type_as(x)
 
 
+def _adapter(cfg: OFAConfig, dim: int) -> nn.Module:
+    if cfg.adapter_experts:
+        return InterpolatedAdapter(dim, cfg.adapter_dim, cfg.adapter_experts)
+    return Adapter(dim, cfg.adapter_dim)
+
+
 class _FFN(nn.Module):
     """Shared FFN half of both blocks (``fc1 -> GELU -> [ffn_layernorm] -> fc2``)."""
 
@@ -41,11 +47,17 @@ class _FFN(nn.Module):
         self.w_resid = nn.Parameter(torch.ones(dim)) if cfg.scale_resids else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.activation_dropout = nn.Dropout(cfg.activation_dropout)
-        # the original's --adapter: a bottleneck at the end of the FFN branch (openofa/petl)
-        self.adapter = None
-        if cfg.adapter:
-            self.adapter = InterpolatedAdapter(dim, cfg.adapter_dim, cfg.adapter_experts) if cfg.adapter_experts \
-                else Adapter(dim, cfg.adapter_dim)
+        # the original's --adapter: a bottleneck at the end of the FFN branch (openofa/petl); with
+        # attn_adapter (the π-Tuning code's) one after the self-attention too
+        self.adapter = _adapter(cfg, dim) if cfg.adapter else None
+        self.attn_adapter = _adapter(cfg, dim) if cfg.attn_adapter else None
+
+    def _attn_residual(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the self-attention branch ``h`` (after its dropout and optional adapter)."""
+        h = self.dropout(h)
+        if self.attn_adapter is not None:
+            h = self.attn_adapter(h)
+        return x + self.drop_path(h)
 
     def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         h = self.activation_dropout(_gelu(self.fc1(self.final_layer_norm(x))))
@@ -74,8 +86,7 @@ class EncoderLayer(_FFN):
         h = self.self_attn(self.self_attn_layer_norm(x), bias=bias, prefix=prefix)
         if self.attn_ln is not None:
             h = self.attn_ln(h)
-        x = x + self.drop_path(self.dropout(h))
-        return self._ffn(x)
+        return self._ffn(self._attn_residual(x, h))
 
 
 class DecoderLayer(_FFN):
@@ -116,7 +127,7 @@ class DecoderLayer(_FFN):
         h = att.merge(att.attend(q, k, v, self_bias))
         if self.self_attn_ln is not None:
             h = self.self_attn_ln(h)
-        x = x + self.drop_path(self.dropout(h))
+        x = self._attn_residual(x, h)
         # cross-attention; rows of one group share the encoder keys, so fold them into the query axis
         h = self.encoder_attn_layer_norm(x)
         att = self.encoder_attn

@@ -146,7 +146,8 @@ def load_adapter(model, folder: str | Path) -> dict:
             downs = [t for k, t in tensors.items() if k.endswith(".experts.0.down_proj.weight")]
             if not downs:
                 raise OFAError(f"{folder}: a π-Tuning adapter without expert weights")
-            build_interpolated(model, len(spec["experts"]), downs[0].shape[0])
+            build_interpolated(model, len(spec["experts"]), downs[0].shape[0],
+                               any(".attn_adapter." in k for k in tensors))
         else:
             apply(model, [spec])
     own = dict(model.named_parameters())

@@ -20,17 +20,20 @@ def _update_config(model, **changes):
     return cfg
 
 
-def add_adapters(model, dim: int) -> list[str]:
-    """Give every encoder and decoder layer of ``model`` an adapter of bottleneck ``dim`` (the
-    config records it, so saving and loading keep it). Returns the names of the new parameters."""
-    cfg = _update_config(model, adapter=True, adapter_dim=int(dim))
+def add_adapters(model, dim: int, attention: bool = False) -> list[str]:
+    """Give every encoder and decoder layer of ``model`` an adapter of bottleneck ``dim`` at the end
+    of its FFN branch, and with ``attention`` one after its self-attention too (the π-Tuning
+    code's two adapters); the config records them, so saving and loading keep them. Returns the
+    names of the new parameters."""
+    cfg = _update_config(model, adapter=True, adapter_dim=int(dim), attn_adapter=bool(attention))
     names = []
     ref = model.encoder.embed_tokens.weight
     for side in ("encoder", "decoder"):
         for i, layer in enumerate(getattr(model, side).layers):
-            if layer.adapter is None:
-                layer.adapter = Adapter(cfg.embed_dim, dim).to(device=ref.device, dtype=ref.dtype)
-            names += [f"{side}.layers.{i}.adapter.{n}" for n, _ in layer.adapter.named_parameters()]
+            for attr in ("adapter", "attn_adapter") if attention else ("adapter",):
+                if getattr(layer, attr) is None:
+                    setattr(layer, attr, Adapter(cfg.embed_dim, dim).to(device=ref.device, dtype=ref.dtype))
+                names += [f"{side}.layers.{i}.{attr}.{n}" for n, _ in getattr(layer, attr).named_parameters()]
     return names
 
 
@@ -66,6 +69,7 @@ class Adapters:
     """The ``petl`` recipe section ``method: adapter`` (the original's ``--adapter --adapter-dim``)."""
 
     dim: int = 200
+    attention: bool = False  # also one after each self-attention (the π-Tuning code's adapter1)
 
     name = "adapter"
 
@@ -74,10 +78,10 @@ class Adapters:
             raise OFAError(f"petl: adapter dim must be a positive integer, got {self.dim!r}")
 
     def apply(self, model) -> list[str]:
-        return add_adapters(model, self.dim)
+        return add_adapters(model, self.dim, self.attention)
 
     def trainable(self, model) -> list[str]:
-        return [n for n, _ in model.named_parameters() if ".adapter." in n]
+        return [n for n, _ in model.named_parameters() if ".adapter." in n or ".attn_adapter." in n]
 
 
 @dataclass

@@ -11,10 +11,11 @@ Optimal Multi-task Interpolation"; what was followed is in docs/petl.md).
    InterpolatedAdapter`); the mixing weights ``w`` (one vector per layer, starting equal) and the
    experts' copies train on the target task.
 
-Experts are read from adapter folders (``openofa.petl.files``), from whole models in any layout
-that carry adapters (the original's ``--adapter`` files included), or from files in the layout
-of the π-Tuning code, whose interpolated adapters are named ``layers.N.adapters2.K.*`` with
-``layers.N.adapter_interpolation_weight2`` (mapped by :func:`from_pi_tuning_layout`).
+Experts are read from adapter folders (``openofa.petl.files``) and from whole models in any layout
+that carry adapters (the original's ``--adapter`` files included). Files written by the π-Tuning
+code (its experts, with an adapter after the self-attention and one after the FFN, ``adapter1`` /
+``adapter2``, and its interpolated models, ``adapters1.K`` / ``adapters2.K`` with
+``adapter_interpolation_weight1/2``) load as openofa models through :func:`from_pi_tuning_layout`.
 """
 
 from __future__ import annotations
@@ -28,30 +29,45 @@ import torch
 
 from openofa.errors import OFAError
 
-_ADAPTER = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.adapter\.((?:down|up)_proj\.(?:weight|bias))$")
-_PI_KEY = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.(adapters2\.(\d+)\.|adapter_interpolation_weight2$)")
+_ADAPTER = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.(adapter|attn_adapter)\.((?:down|up)_proj\.(?:weight|bias))$")
+# the π-Tuning code's names: adapter1 / adapters1.K / adapter_interpolation_weight1 after the
+# self-attention, the same with 2 at the end of the FFN branch
+_PI_KEY = re.compile(r"^((?:encoder|decoder)\.layers\.\d+)\.(?:adapter([12])\.|adapters([12])\.(\d+)\.|"
+                     r"adapter_interpolation_weight([12])$)")
+_PI_NAMES = {"1": "attn_adapter", "2": "adapter"}
 
 
-def from_pi_tuning_layout(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys of the π-Tuning code's interpolated adapters in openofa's names:
-    ``layers.N.adapters2.K.X`` -> ``layers.N.adapter.experts.K.X`` and
-    ``layers.N.adapter_interpolation_weight2`` -> ``layers.N.adapter.interpolation_weight``. Its
-    adapters after the self-attention (``adapters1`` / ``adapter1``) have no place in the OFA
-    architecture openofa builds and are refused by name."""
-    odd = next((k for k in state_dict if re.search(r"\.adapters?1\.|adapter_interpolation_weight1$", k)), None)
-    if odd is not None:
-        raise OFAError(f"{odd}: adapters after the self-attention (the π-Tuning code's adapter1) are not part "
-                       "of the OFA architecture openofa builds; only the FFN adapters (adapter2) load")
-    out = {}
+def from_pi_tuning_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+    """A state dict in the π-Tuning code's names, in openofa's, with the config fields it needs:
+    ``layers.N.adapter2.X`` -> ``layers.N.adapter.X`` (the FFN adapter) and ``adapter1`` ->
+    ``attn_adapter`` (after the self-attention); interpolated ``adapters2.K.X`` ->
+    ``adapter.experts.K.X`` and ``adapter_interpolation_weight2`` ->
+    ``adapter.interpolation_weight`` (1: ``attn_adapter``). Other keys are kept. The fields are
+    empty when no key is in that layout."""
+    out: dict[str, torch.Tensor] = {}
+    experts: set[int] = set()
+    mapped = False
     for key, value in state_dict.items():
         m = _PI_KEY.match(key)
         if m is None:
             out[key] = value
-        elif m.group(4) is not None:
-            out[key.replace(f".adapters2.{m.group(4)}.", f".adapter.experts.{m.group(4)}.")] = value
+            continue
+        mapped = True
+        layer, single, many, k, weight = m.groups()
+        rest = key[m.end():]
+        if single:
+            out[f"{layer}.{_PI_NAMES[single]}.{rest}"] = value
+        elif many:
+            experts.add(int(k))
+            out[f"{layer}.{_PI_NAMES[many]}.experts.{k}.{rest}"] = value
         else:
-            out[key.replace(".adapter_interpolation_weight2", ".adapter.interpolation_weight")] = value
-    return out
+            out[f"{layer}.{_PI_NAMES[weight]}.interpolation_weight"] = value
+    if not mapped:
+        return out, {}
+    downs = [v for k, v in out.items() if k.endswith("down_proj.weight") and "adapter" in k]
+    fields = {"adapter": True, "attn_adapter": any(".attn_adapter." in k for k in out),
+              "adapter_experts": len(experts), "adapter_dim": int(downs[0].shape[0]) if downs else 0}
+    return out, fields
 
 
 def expert_weights(source: str | Path) -> dict[str, torch.Tensor]:
@@ -100,18 +116,18 @@ class PiTuning:
             if set(weights) != set(first) or any(weights[k].shape != first[k].shape for k in first):
                 raise OFAError(f"{path}: its adapters differ in shape or layers from those of {self.experts[0]}")
         dim = next(v for k, v in first.items() if k.endswith("down_proj.weight")).shape[0]
-        added = build_interpolated(model, len(loaded), dim)
+        attention = any(".attn_adapter." in k for k in first)
+        added = build_interpolated(model, len(loaded), dim, attention)
         own = dict(model.named_parameters())
         with torch.no_grad():
             for k, weights in enumerate(loaded):
                 for key, value in weights.items():
-                    side, layer, part = _ADAPTER.match(key).groups()
-                    target = own.get(f"{side}.layers.{layer}.adapter.experts.{k}.{part}")
+                    side, layer, attr, part = _ADAPTER.match(key).groups()
+                    target = own.get(f"{side}.layers.{layer}.{attr}.experts.{k}.{part}")
                     if target is None or target.shape != value.shape:
                         raise OFAError(f"{self.experts[k]}: adapter {key} {tuple(value.shape)} does not fit this model")
                     target.copy_(value)
-            missing = [n for n in added if ".experts.0." in n and n.replace(".experts.0.", ".") not in
-                       {f"{m.group(1)}.layers.{m.group(2)}.adapter.{m.group(3)}" for m in map(_ADAPTER.match, first)}]
+            missing = [n for n in added if ".experts.0." in n and n.replace(".experts.0.", ".") not in first]
             if missing:
                 raise OFAError(f"{self.experts[0]}: no adapter for {missing[0].replace('.experts.0.', '.')}")
             if self.init is not None:
@@ -123,26 +139,30 @@ class PiTuning:
     def trainable(self, model) -> list[str]:
         out = []
         for name, _ in model.named_parameters():
-            if ".adapter.experts." in name and self.train_experts:
+            if ".experts." in name and self.train_experts:
                 out.append(name)
-            elif name.endswith(".adapter.interpolation_weight") and self.learnable:
+            elif name.endswith(".interpolation_weight") and self.learnable:
                 out.append(name)
         return out
 
 
-def build_interpolated(model, experts: int, dim: int) -> list[str]:
+def build_interpolated(model, experts: int, dim: int, attention: bool = False) -> list[str]:
     """Every layer of ``model`` gets an interpolated adapter of ``experts`` experts of bottleneck
-    ``dim`` (recorded in the config); returns the new parameters' names."""
+    ``dim`` (with ``attention`` one after the self-attention too), recorded in the config;
+    returns the new parameters' names."""
     from openofa.model.adapter import InterpolatedAdapter
     from openofa.petl.original import _update_config
 
-    cfg = _update_config(model, adapter=True, adapter_dim=int(dim), adapter_experts=int(experts))
+    cfg = _update_config(model, adapter=True, adapter_dim=int(dim), adapter_experts=int(experts),
+                         attn_adapter=bool(attention))
     ref = model.encoder.embed_tokens.weight
     added = []
     for side in ("encoder", "decoder"):
         for i, layer in enumerate(getattr(model, side).layers):
-            layer.adapter = InterpolatedAdapter(cfg.embed_dim, dim, experts).to(device=ref.device, dtype=ref.dtype)
-            added += [f"{side}.layers.{i}.adapter.{n}" for n, _ in layer.adapter.named_parameters()]
+            for attr in ("adapter", "attn_adapter") if attention else ("adapter",):
+                mixed = InterpolatedAdapter(cfg.embed_dim, dim, experts).to(device=ref.device, dtype=ref.dtype)
+                setattr(layer, attr, mixed)
+                added += [f"{side}.layers.{i}.{attr}.{n}" for n, _ in mixed.named_parameters()]
     return added
 
 
