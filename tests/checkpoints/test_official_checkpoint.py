@@ -251,8 +251,12 @@ def test_mismatches_are_errors(micro):
     _expect(ckpt, "encoder.token_rp_bucket")
 
     ckpt = build_official(config, sd)
-    ckpt["cfg"]["model"]["encoder_prompt"] = True
-    _expect(ckpt, "unsupported", "encoder_prompt")
+    ckpt["cfg"]["model"]["encoder_prompt"] = True  # prefix tuning said, its weights not there
+    _expect(ckpt, "missing", "encoder.encoder_prompt_encoder.embedding.weight")
+
+    ckpt = build_official(config, sd)
+    ckpt["cfg"]["model"].update(encoder_prompt=True, encoder_prompt_type="prompt")
+    _expect(ckpt, "encoder_prompt_type 'prompt' is not supported")
 
     ckpt = build_official(config, sd)
     ckpt["cfg"]["model"]["resnet_type"] = "ViT-B/16"
