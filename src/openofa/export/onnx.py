@@ -92,8 +92,9 @@ def export_onnx(ofa, out_dir: str | Path, *, image_size: int | None = None, opse
     if image_size is None:
         image_size = ofa.task_image_size(ofa.task("caption")) if hasattr(ofa, "task_image_size") \
             else int(settings.get("patch_image_size", 480))
-    if not 16 <= image_size <= model.max_image_size:
-        raise OFAError(f"image size {image_size}: the model takes 16 to {model.max_image_size} pixels a side")
+    if not 16 <= image_size <= model.max_image_size or image_size % 16:
+        raise OFAError(f"image size {image_size}: the export takes a multiple of 16 from 16 to "
+                       f"{model.max_image_size} pixels a side")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = graph_names(len(model.decoder.layers))
