@@ -156,6 +156,12 @@ def test_caption_and_vqa_through_onnxruntime(ofa, folder, scenes):
     assert all(abs(a["score"] - b["score"]) < ATOL for a, b in zip(got, want))
     inputs = [{"image": p, "question": q} for p, q in questions]
     assert [r["answer"] for r in onnx.run("vqa", inputs)] == [r["answer"] for r in ofa.run("vqa", inputs)]
+    # candidate scoring: teacher-forced logits through the step graph
+    answers = ["yellow", "red", "blue", "green", "left", "right", "one", "two", "three"]
+    want = ofa.run("vqa", inputs, answers=answers, mode="allcand")
+    got = onnx.run("vqa", inputs, answers=answers, mode="allcand")
+    assert [r["answer"] for r in got] == [r["answer"] for r in want]
+    assert all(abs(a["score"] - b["score"]) < ATOL for a, b in zip(got, want))
 
 
 def test_what_is_not_exported_is_refused(ofa, runtime, folder):
@@ -167,7 +173,7 @@ def test_what_is_not_exported_is_refused(ofa, runtime, folder):
     enc = runtime.encode(src, None, images, masks)
     with pytest.raises(OFAError, match="image-code"):
         runtime.init_cache(enc, 1, code_masks=torch.tensor([True, False, False]))
-    with pytest.raises(OFAError, match="scoring"):
+    with pytest.raises(OFAError, match="features"):
         runtime.decode_step(src[:, :1], runtime.init_cache(enc), features_only=True)
     with pytest.raises(OFAError, match="multiple of 16"):
         export_onnx(ofa, folder / "bad", image_size=100)

@@ -6,8 +6,8 @@
 ``load_onnx(folder)`` wraps it in an :class:`~openofa.OFA`: ``load_onnx(folder).caption(image)``.
 
 What the graphs do not cover raises :class:`~openofa.errors.OFAError`: inputs without an image,
-images of another size than the exported one, image-code targets and candidate scoring (the
-tasks that rank candidates by their log-probabilities: classification, entailment).
+images of another size than the exported one, image-code targets and decoder features (candidate
+scoring runs on the logits: ``decode`` steps through the candidates with the step graph).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class OnnxEncoderOutput:
     def batch_size(self) -> int:
         return self.hidden.shape[0]
 
-    def index_select(self, index: np.ndarray) -> "OnnxEncoderOutput":
+    def index_select(self, index) -> "OnnxEncoderOutput":
+        index = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
         return OnnxEncoderOutput(self.hidden[index], self.padding_mask[index], self.cross_pos_k[index],
                                  [a[index] for a in self.cross_kv])
 
@@ -161,7 +162,7 @@ class OnnxModel:
     def decode_step(self, tokens: torch.Tensor, cache: OnnxCache, features_only: bool = False) -> torch.Tensor:
         """Next-token logits (N, V) float32 for the prefixes ``tokens`` (N, t+1)."""
         if features_only:
-            raise OFAError("the ONNX decoder step returns logits only (candidate scoring is not exported)")
+            raise OFAError("the ONNX decoder step returns logits only, not the decoder's features")
         t = tokens.shape[1] - 1
         if t != cache.step:
             raise ValueError(f"decoder cache is at step {cache.step} but got a prefix of length {t + 1}")
@@ -175,6 +176,16 @@ class OnnxModel:
         cache.past = outs[1:]
         cache.step += 1
         return torch.from_numpy(outs[0])
+
+    def decode(self, prev_output_tokens: torch.Tensor, enc: OnnxEncoderOutput, code_masks: torch.Tensor | None = None,
+               cross_attention_layer: int | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V), one step at a time (candidate scoring calls it). Rows are
+        right-padded, so a position's logits never see the pads after it, as with PyTorch's mask."""
+        if cross_attention_layer is not None:
+            raise OFAError("the ONNX graphs do not return attention weights")
+        cache = self.init_cache(enc, 1, code_masks)
+        steps = [self.decode_step(prev_output_tokens[:, : t + 1], cache) for t in range(prev_output_tokens.shape[1])]
+        return torch.stack(steps, dim=1)
 
 
 def load_onnx(folder: str | Path, *, threads: int | None = None, batch_size: int = 8, any_task: bool = False):
