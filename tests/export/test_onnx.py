@@ -40,6 +40,36 @@ def runtime(folder):
     return OnnxModel(folder)
 
 
+def _released_layout():
+    """The bundled model's weights with the position flags of the released checkpoints (no
+    position embedding added to the decoder's or the encoder's inputs): the other branches."""
+    import dataclasses
+
+    from openofa.model import model_from_state_dict
+
+    model = openofa.load(fold_batchnorm=False, prepack=False).model
+    cfg = dataclasses.replace(model.config, disable_entangle=True, entangle_position_embedding=False)
+    return model_from_state_dict(cfg, model.state_dict()).eval()
+
+
+@pytest.fixture(scope="module", params=["mini", "released-layout", "tiny"])
+def pair(request, ofa, folder, runtime, tmp_path_factory):
+    """(PyTorch model, its graphs in onnxruntime): the bundled model, the same with the released
+    files' position flags, and the tiny size with recipe weights (another width, vocabulary and
+    position table)."""
+    if request.param == "mini":
+        return ofa.model, runtime
+    if request.param == "tiny":
+        from support import recipe_model
+
+        model = recipe_model("tiny")
+    else:
+        model = _released_layout()
+    out = tmp_path_factory.mktemp(request.param)
+    export_onnx(model, out, image_size=128)
+    return model, OnnxModel(out)
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenes")
@@ -49,12 +79,11 @@ def scenes(tmp_path_factory):
     return images, [(str(out / q["image"]), q["question"]) for q in questions[::3]]
 
 
-def _inputs(ofa, batch: int = 3, seed: int = 0):
+def _inputs(cfg, batch: int = 3, seed: int = 0):
     """A batch unlike the one the graphs were traced with: other batch size and text length,
     padding in two rows, one row's image switched off."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, 128, 128, generator=g)
-    cfg = ofa.model.config
     src = torch.full((batch, 9), cfg.pad)
     for i, n in enumerate([9, 4, 6][:batch]):
         src[i, :n] = torch.randint(4, 60, (n,), generator=g)
@@ -80,9 +109,9 @@ def test_manifest_names_the_graphs(folder, ofa):
         assert (folder / graph["file"]).is_file()
 
 
-def test_image_and_text_encoders_equal_pytorch(ofa, runtime):
-    src, images, masks = _inputs(ofa)
-    model = ofa.model
+def test_image_and_text_encoders_equal_pytorch(pair):
+    model, runtime = pair
+    src, images, masks = _inputs(model.config)
     with torch.no_grad():
         embeds = model.encoder.embed_image(images)[0]
         enc = model.encode(src, None, images, masks)
@@ -99,11 +128,11 @@ def test_image_and_text_encoders_equal_pytorch(ofa, runtime):
     assert max(_close(a, b) for a, b in zip(out.cross_kv, cross)) < ATOL
 
 
-def test_decoder_step_equals_pytorch_with_beams(ofa, runtime):
+def test_decoder_step_equals_pytorch_with_beams(pair):
     """Logits and every layer's keys/values at each step, 3 inputs x 2 rows, rows reordered
     between steps (as beam search does) and an input dropped."""
-    src, images, masks = _inputs(ofa)
-    model = ofa.model
+    model, runtime = pair
+    src, images, masks = _inputs(model.config)
     group = 2
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(4, 60, (src.shape[0] * group, 7), generator=g)
@@ -165,7 +194,7 @@ def test_caption_and_vqa_through_onnxruntime(ofa, folder, scenes):
 
 
 def test_what_is_not_exported_is_refused(ofa, runtime, folder):
-    src, images, masks = _inputs(ofa)
+    src, images, masks = _inputs(ofa.model.config)
     with pytest.raises(OFAError, match="with an image"):
         runtime.encode(src)
     with pytest.raises(OFAError, match="128x128"):
