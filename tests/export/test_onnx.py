@@ -76,7 +76,9 @@ def scenes(tmp_path_factory):
     files = write_dataset(out, n=4, seed=0)
     images = [str(out / json.loads(line)["image"]) for line in files["caption"].read_text().splitlines()]
     questions = [json.loads(line) for line in files["vqa"].read_text().splitlines()]
-    return images, [(str(out / q["image"]), q["question"]) for q in questions[::3]]
+    grounds = [json.loads(line) for line in files["ground"].read_text().splitlines()]
+    return (images, [(str(out / q["image"]), q["question"]) for q in questions[::3]],
+            [{"image": str(out / g["image"]), "text": g["text"]} for g in grounds[::2]])
 
 
 def _inputs(cfg, batch: int = 3, seed: int = 0):
@@ -99,9 +101,11 @@ def _close(onnx_out, torch_out) -> float:
 def test_manifest_names_the_graphs(folder, ofa):
     m = json.loads((folder / "manifest.json").read_text())
     cfg = ofa.model.config
+    assert "(1.5M parameters" in load_onnx(folder).describe()
     assert m["image_size"] == [128, 128] and m["grid"] == [8, 8] and m["opset"] == 17
     assert m["num_layers"] == cfg.decoder_layers and m["tokens"]["eos"] == cfg.eos
     assert m["config"] == cfg.to_dict()
+    assert m["parameters"] == sum(p.numel() for p in ofa.model.parameters())
     step = m["graphs"]["decoder_step"]
     assert step["inputs"][:4] == ["token", "step", "padding_mask", "cross_pos_k"]
     assert step["outputs"] == ["logits"] + [f"present_{kv}_{i}" for i in range(cfg.decoder_layers) for kv in "kv"]
@@ -163,7 +167,7 @@ def test_decoder_step_equals_pytorch_with_beams(pair):
 
 
 def test_beam_search_gives_pytorchs_tokens(ofa, runtime, scenes):
-    images, _ = scenes
+    images = scenes[0]
     tok = ofa.tokenizer
     src = torch.tensor([caption.source(tok)] * len(images))
     patches = torch.stack([ofa.image_tensor(p, "caption") for p in images])
@@ -175,8 +179,9 @@ def test_beam_search_gives_pytorchs_tokens(ofa, runtime, scenes):
         assert max(abs(h.score - k.score) for h, k in zip(o, w)) < ATOL
 
 
-def test_caption_and_vqa_through_onnxruntime(ofa, folder, scenes):
-    images, questions = scenes
+def test_tasks_through_onnxruntime(ofa, folder, scenes):
+    """Caption, VQA (open, and candidates scored), grounding and detection give PyTorch's results."""
+    images, questions, grounds = scenes
     onnx = load_onnx(folder)
     want = ofa.run("caption", [{"image": p} for p in images])
     got = onnx.run("caption", [{"image": p} for p in images])
@@ -185,6 +190,10 @@ def test_caption_and_vqa_through_onnxruntime(ofa, folder, scenes):
     assert all(abs(a["score"] - b["score"]) < ATOL for a, b in zip(got, want))
     inputs = [{"image": p, "question": q} for p, q in questions]
     assert [r["answer"] for r in onnx.run("vqa", inputs)] == [r["answer"] for r in ofa.run("vqa", inputs)]
+    for task, key, items in [("ground", "box", grounds), ("detect", "objects", [{"image": p} for p in images])]:
+        want, got = ofa.run(task, items), onnx.run(task, items)
+        assert [r[key] for r in got] == [r[key] for r in want], task
+        assert all(abs(a["score"] - b["score"]) < ATOL for a, b in zip(got, want))
     # candidate scoring: teacher-forced logits through the step graph
     answers = ["yellow", "red", "blue", "green", "left", "right", "one", "two", "three"]
     want = ofa.run("vqa", inputs, answers=answers, mode="allcand")

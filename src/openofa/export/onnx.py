@@ -147,6 +147,7 @@ def export_onnx(ofa, out_dir: str | Path, *, image_size: int | None = None, opse
         "version": VERSION,
         "opset": opset,
         "torch": torch.__version__,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "image_size": [image_size, image_size],
         "grid": list(grid),
         "num_layers": len(model.decoder.layers),

@@ -130,7 +130,9 @@ class OnnxModel:
         return self
 
     def parameters(self):
-        return iter(())
+        """One empty meta tensor of the exported model's parameter count (``OFA.describe`` counts
+        the parameters); the weights themselves live in the graphs."""
+        return iter([torch.empty(int(self.manifest.get("parameters", 0)), device="meta")])
 
     # ---- encoding and decoding --------------------------------------------------------------------
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None,
