@@ -94,8 +94,10 @@ class OnnxModel:
     ``threads``: onnxruntime's intra-op threads (default: torch's thread count)."""
 
     def __init__(self, folder: str | Path, *, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise OFAError("running ONNX graphs needs onnxruntime: pip install 'openofa[onnx]'") from None
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
         m = self.manifest
@@ -114,7 +116,6 @@ class OnnxModel:
             if not path.is_file():
                 raise OFAError(f"{self.folder}: {graph['file']} is missing")
             self.sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._encoder_outputs = m["graphs"]["encoder"]["outputs"]
         self._step_inputs = m["graphs"]["decoder_step"]["inputs"]
 
     # ---- what OFA and the generator read --------------------------------------------------------
