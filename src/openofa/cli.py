@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from openofa.serve.command import add_parser as add_serve_parser
     add_serve_parser(sub)
+    from openofa.export.command import add_parser as add_export_parser
+    add_export_parser(sub)
 
     p = sub.add_parser("scenes", help="write procedural scenes (images + caption/vqa/ground JSONL)")
     p.add_argument("out")
@@ -393,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
             from openofa.serve.command import run as serve
 
             return serve(args)
+        if args.command == "export":
+            from openofa.export.command import run as export
+
+            return export(args)
         if args.command == "demo":
             from openofa.mini.demo import run_demo
 
