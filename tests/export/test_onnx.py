@@ -52,17 +52,35 @@ def _released_layout():
     return model_from_state_dict(cfg, model.state_dict()).eval()
 
 
-@pytest.fixture(scope="module", params=["mini", "released-layout", "tiny"])
+def _with_adapters():
+    """The bundled model with adapters after every FFN and self-attention (trained-like weights)."""
+    import copy
+
+    from openofa.petl import apply
+
+    model = copy.deepcopy(openofa.load().model)
+    apply(model, {"method": "adapter", "dim": 8, "attention": True})
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "adapter." in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=["mini", "released-layout", "tiny", "adapters"])
 def pair(request, ofa, folder, runtime, tmp_path_factory):
     """(PyTorch model, its graphs in onnxruntime): the bundled model, the same with the released
-    files' position flags, and the tiny size with recipe weights (another width, vocabulary and
-    position table)."""
+    files' position flags, the tiny size with recipe weights (another width, vocabulary and
+    position table), and the bundled model with adapters (parameter-efficient tuning)."""
     if request.param == "mini":
         return ofa.model, runtime
     if request.param == "tiny":
         from support import recipe_model
 
         model = recipe_model("tiny")
+    elif request.param == "adapters":
+        model = _with_adapters()
     else:
         model = _released_layout()
     out = tmp_path_factory.mktemp(request.param)
@@ -243,3 +261,4 @@ def test_command_writes_a_folder_and_rejects_bad_input(tmp_path, capsys):
         assert main(["export", "onnx", str(tmp_path / "other"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+

@@ -164,7 +164,7 @@ class DecoderStepGraph(nn.Module):
         h = att.merge(_attend(att, q, k, v, self_bias))
         if layer.self_attn_ln is not None:
             h = layer.self_attn_ln(h)
-        x = x + h
+        x = layer._attn_residual(x, h)  # its dropout and drop path are no-ops in eval; an adapter there is not
         # cross-attention: the group of rows decoding one input share its keys (query axis fold)
         h = layer.encoder_attn_layer_norm(x)
         att = layer.encoder_attn
