@@ -87,7 +87,7 @@ class DecoderCache:
         self.self_kv = [_SelfKV() for _ in cross_kv]
         self.prefix_len = 0  # prefix-tuning keys at the front of self_kv (no position bias)
         self.step = 0
-        self.max_len: int | None = None  # the generator's maximum length (early exit's schedule)
+        self.gen_max_len: int | None = None  # the generator's maximum length (early exit's schedule)
         # position biases of text rows for steps [bias_start, bias_start + CHUNK), computed a
         # chunk at a time (see Decoder._step_biases): per layer self (1, H, CHUNK, K), cross (B, H, CHUNK, S)
         self.bias_start = 0
@@ -340,7 +340,7 @@ class Decoder(nn.Module):
         rule, n = self.exit_rule, len(self.layers)
         for i, layer in enumerate(self.layers):
             prev, x = x, layer(x, self_biases[i], cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
-            if rule is not None and i + 1 < n and rule.exit_after(x, prev, t, cache.max_len):
+            if rule is not None and i + 1 < n and rule.exit_after(x, prev, t, cache.gen_max_len):
                 fill_skipped_cache(self.layers[i + 1:], x, cache.self_kv[i + 1:])  # MuE early exit
                 break
         if rule is not None:
