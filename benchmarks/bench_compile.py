@@ -3,7 +3,7 @@ model and on the ``tiny`` size (random weights, the same shapes as the released 
 against each decoder layer compiled (inductor, dynamic shapes: the cache grows every step).
 
 Prints the seconds per batch of beam-5 caption generation (16 tokens) for each, best of
-``--repeat`` after warm-up, and the compile time paid by the first batch.
+``--repeat`` alternating batches (median) after warm-up, and the compile time paid by the first batch.
 
     python benchmarks/bench_compile.py --threads 1
 """
@@ -31,7 +31,13 @@ def main(argv=None) -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--sizes", default="own,tiny")
+    p.add_argument("--recompile-limit", type=int, default=None,
+                   help="torch._dynamo's recompile limit (default 8: each layer and each new cache "
+                        "shape recompiles, past the limit the layer runs eager)")
     args = p.parse_args(argv)
+    if args.recompile_limit:
+        torch._dynamo.config.recompile_limit = args.recompile_limit
+        torch.fx.experimental._config.use_duck_shape = False
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -59,21 +65,30 @@ def main(argv=None) -> None:
             with torch.inference_mode():
                 return gen.generate(model, src, None, images)
 
-        run()
-        eager = _time(run, args.repeat)
         ref = run()
         layers = model.decoder.layers
-        originals = [layer.forward for layer in layers]
-        for layer in layers:
-            layer.forward = torch.compile(layer.forward, dynamic=True)
+        eager_fns = [layer.forward for layer in layers]
+        compiled_fns = [torch.compile(f, dynamic=True) for f in eager_fns]
+
+        def use(fns):
+            for layer, f in zip(layers, fns):
+                layer.forward = f
+
+        use(compiled_fns)
         t0 = time.perf_counter()
         out = run()
         first = time.perf_counter() - t0
-        compiled = _time(run, args.repeat)
+        run()
         same = all(torch.equal(a[0].tokens, b[0].tokens) for a, b in zip(ref, out))
-        for layer, f in zip(layers, originals):
-            layer.forward = f
-        print(f"{size:5} eager {eager:.3f} s/batch, compiled layers {compiled:.3f} s/batch "
+        # eager and compiled alternate, one batch each, so a shared machine's drift hits both
+        times = {"eager": [], "compiled": []}
+        for _ in range(args.repeat):
+            for name, fns in (("eager", eager_fns), ("compiled", compiled_fns)):
+                use(fns)
+                times[name].append(_time(run, 1))
+        use(eager_fns)
+        eager, compiled = (sorted(times[k])[len(times[k]) // 2] for k in ("eager", "compiled"))
+        print(f"{size:5} eager {eager:.3f} s/batch, compiled layers {compiled:.3f} s/batch (medians) "
               f"({eager / compiled:.2f}x), first compiled batch {first:.1f} s, same tokens: {same}")
 
 
