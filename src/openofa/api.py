@@ -64,7 +64,7 @@ class OFA:
              dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
              image_size: int | None = None, fold_batchnorm: bool = True, prepack: bool = True,
              zero_shot: bool = False, any_task: bool = False, adapter: str | Path | None = None,
-             merge_adapter: bool = True) -> "OFA":
+             merge_adapter: bool = True, early_exit: float | str | tuple | None = None) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package.
 
@@ -87,9 +87,12 @@ class OFA:
         ``adapter``: an adapter folder (parameter-efficient tuning, ``openofa.petl.files``) applied on
         top of the loaded model; its LoRA updates are merged into the weights unless
         ``merge_adapter=False`` (the same outputs, no cost at inference), and the tasks it was trained
-        for join the model's."""
+        for join the model's. ``early_exit``: MuE early exit at inference, a cosine-similarity threshold
+        in (0, 1] for encoder and decoder, or an (encoder, decoder) pair with None for a stack that runs
+        whole (``openofa.model.early_exit``, ``docs/early_exit.md``); None (default) runs every layer."""
         from openofa.checkpoints import load_checkpoint
         from openofa.model import model_from_state_dict
+        from openofa.model.early_exit import parse as parse_early_exit, set_early_exit
 
         if path is None:
             from openofa.weights import bundled_model
@@ -99,6 +102,7 @@ class OFA:
                 raise OFAError("no model given and this installation has no bundled model: pass a checkpoint "
                                "path (official .pt, HF folder, or ours)")
         device = resolve_device(device)  # before reading weights: a bad device is a one-line error
+        exit_thresholds = parse_early_exit(early_exit)  # likewise a bad threshold
         config, state_dict, meta = load_checkpoint(path, ema=ema)
         model = model_from_state_dict(config, state_dict, source=str(path))
         adapter_tasks: list[str] = []
@@ -115,6 +119,8 @@ class OFA:
         model.set_precision(resolve_dtype(dtype, model.device), resolve_dtype(decoder_dtype, model.device))
         if prepack:
             model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
+        if early_exit is not None:
+            set_early_exit(model, exit_thresholds)
         task = dict(meta.get("task") or {}) if isinstance(meta, dict) else {}
         if adapter_tasks and isinstance(task.get("tasks"), (list, tuple)):
             task["tasks"] = list(dict.fromkeys([*task["tasks"], *adapter_tasks]))

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--decoder-dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="decoder precision; bf16 can be faster on hardware with a fast bf16 unit but "
                              "can flip near-ties")
+    common.add_argument("--early-exit", metavar="T", help="MuE early exit: skip the remaining layers once a layer's "
+                        "output has cosine similarity > T with its input; T in (0, 1], or ENC,DEC thresholds "
+                        "(off by default; see docs/early_exit.md)")
     common.add_argument("--image-size", type=int, help="override the patch image size")
     common.add_argument("--batch-size", type=int, default=8)
     common.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -273,7 +276,8 @@ def _load(args: argparse.Namespace):
 
     ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
                    decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot,
-                   any_task=args.any_task, adapter=getattr(args, "adapter", None))
+                   any_task=args.any_task, adapter=getattr(args, "adapter", None),
+                   early_exit=getattr(args, "early_exit", None))
     print(f"model: {ofa.describe()}", file=sys.stderr)
     return ofa
 

@@ -132,6 +132,8 @@ class SequenceGenerator:
             cache = model.init_cache(enc, beam_size=beam, code_masks=torch.ones(bsz, dtype=torch.bool, device=device))
         else:
             cache = model.init_cache(enc, beam_size=beam)
+        if hasattr(cache, "gen_max_len"):
+            cache.gen_max_len = max_len  # the decoder's early-exit schedule depends on it
         # a token range alone (no trie, no prefix): only its ids' logits are computed (the others
         # are -inf before the log-softmax anyway), a fraction of the output projection for image codes
         range_ids = None

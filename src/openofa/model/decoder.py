@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from openofa.config import OFAConfig
+from openofa.model.early_exit import fill_skipped_cache
 from openofa.model.encoder import EncoderOutput, key_padding_bias
 from openofa.model.layers import DecoderLayer
 from openofa.model.linear import Linear
@@ -86,6 +87,7 @@ class DecoderCache:
         self.self_kv = [_SelfKV() for _ in cross_kv]
         self.prefix_len = 0  # prefix-tuning keys at the front of self_kv (no position bias)
         self.step = 0
+        self.gen_max_len: int | None = None  # the generator's maximum length (early exit's schedule)
         # position biases of text rows for steps [bias_start, bias_start + CHUNK), computed a
         # chunk at a time (see Decoder._step_biases): per layer self (1, H, CHUNK, K), cross (B, H, CHUNK, S)
         self.bias_start = 0
@@ -130,6 +132,8 @@ class DecoderCache:
 
 
 class Decoder(nn.Module):
+    exit_rule = None  # an early_exit.ExitRule when MuE early exit is on (inference)
+
     def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding) -> None:
         super().__init__()
         self.cfg = cfg
@@ -333,8 +337,14 @@ class Decoder(nn.Module):
                 self_biases = [(self_abs + r).to(x.dtype) for r in rel]
             if cache.prefix_len:  # prefix-tuning keys lead the cache: no position bias for them
                 self_biases = [torch.nn.functional.pad(b, (cache.prefix_len, 0)) for b in self_biases]
+        rule, n = self.exit_rule, len(self.layers)
         for i, layer in enumerate(self.layers):
-            x = layer(x, self_biases[i], cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
+            prev, x = x, layer(x, self_biases[i], cache.cross_kv[i], cross_bias, cache.self_kv[i], cache.group)
+            if rule is not None and i + 1 < n and rule.exit_after(x, prev, t, cache.gen_max_len):
+                fill_skipped_cache(self.layers[i + 1:], x, cache.self_kv[i + 1:])  # MuE early exit
+                break
+        if rule is not None:
+            rule.record(i + 1)
         cache.step += 1
         return self.layer_norm(x)[:, -1] if features_only else self._output(x)[:, -1]
 

@@ -55,6 +55,8 @@ def key_padding_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Te
 
 
 class Encoder(nn.Module):
+    exit_rule = None  # an early_exit.ExitRule when MuE early exit is on (inference)
+
     def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding) -> None:
         super().__init__()
         self.cfg = cfg
@@ -161,6 +163,10 @@ class Encoder(nn.Module):
             bias = table.index_select(1, rel_index).view(1, self.num_heads, s, s).add_(abs_bias)
             if pad_bias is not None:
                 bias = bias + pad_bias
-            x = layer(x, bias.to(x.dtype), None if prefixes is None else prefixes[i])
+            prev, x = x, layer(x, bias.to(x.dtype), None if prefixes is None else prefixes[i])
+            if self.exit_rule is not None and i + 1 < len(self.layers) and self.exit_rule.exit_after(x, prev):
+                break  # MuE early exit (model/early_exit.py): the rest of the stack is skipped
+        if self.exit_rule is not None:
+            self.exit_rule.record(i + 1)
         x = self.layer_norm(x)
         return EncoderOutput(x, padding, pos.expand(bsz, -1, -1), grid)
