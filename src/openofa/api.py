@@ -99,10 +99,10 @@ class OFA:
             if path is None:
                 raise OFAError("no model given and this installation has no bundled model: pass a checkpoint "
                                "path (official .pt, HF folder, or ours)")
-        device = resolve_device(device)  # before reading weights: a bad device is a one-line error
         int8 = is_int8(dtype)
-        if int8 and torch.device(device).type != "cpu":
+        if int8 and str(device or "cpu").split(":")[0] not in ("cpu", "auto"):
             raise OFAError(f"dtype int8 runs on CPU only, not on {device}; use bf16 or fp16 there")
+        device = resolve_device(device)  # before reading weights: a bad device is a one-line error
         config, state_dict, meta = load_checkpoint(path, ema=ema)
         model = model_from_state_dict(config, state_dict, source=str(path))
         adapter_tasks: list[str] = []

@@ -106,3 +106,33 @@ def quantize_model(model, encoder: bool = False, decoder: bool = True) -> int:
     if decoder:
         n += quantize_linears(model.decoder, skip=(model.decoder.output_projection,))
     return n
+
+
+@torch.no_grad()
+def sequence_score(model, src_tokens: torch.Tensor, patch_images: torch.Tensor | None,
+                   patch_masks: torch.Tensor | None, tokens: list[int], normalize: bool = True,
+                   vocab: tuple[int, int] | None = None) -> float:
+    """``model``'s log-probability of ``tokens`` (ending with eos) for one input (a batch of one),
+    per token when ``normalize`` (beam search's length-normalised score); with ``vocab`` =
+    [start, end) logits outside it (but the four special ids) are -inf before the softmax, as a
+    constrained task generates them. Answer tries and banned repeats are not applied."""
+    enc = model.encode(src_tokens, None, patch_images, patch_masks)
+    prev = torch.tensor([[model.config.bos, *tokens[:-1]]], dtype=torch.long)
+    lprobs = model.decode(prev, enc)[0].float()
+    if vocab is not None:
+        keep = torch.zeros(lprobs.shape[-1], dtype=torch.bool)
+        keep[:4] = True  # bos, pad, eos, unk stay, as in generation.TokenRange
+        keep[vocab[0]:vocab[1]] = True
+        lprobs = lprobs.masked_fill(~keep, float("-inf"))
+    lprobs = lprobs.log_softmax(-1)
+    total = float(lprobs.gather(1, torch.tensor(tokens)[:, None]).sum())
+    return total / len(tokens) if normalize else total
+
+
+def tie_margin(model, src_tokens, patch_images, patch_masks, chosen: list[int], other: list[int],
+               normalize: bool = True, vocab: tuple[int, int] | None = None) -> float:
+    """How close ``model``'s own choice ``chosen`` was to ``other`` (another precision's choice)
+    for one input: the difference of their scores under ``model``. A precision change that swaps
+    two outputs whose float32 scores are this close only resolves a near-tie differently."""
+    return (sequence_score(model, src_tokens, patch_images, patch_masks, chosen, normalize, vocab)
+            - sequence_score(model, src_tokens, patch_images, patch_masks, other, normalize, vocab))
