@@ -18,8 +18,10 @@ def test_names_and_dtypes():
     assert resolve_dtype("bf16") is torch.bfloat16 and resolve_dtype("bfloat16") is torch.bfloat16
     assert resolve_dtype("fp16") is torch.float16
     assert resolve_dtype(torch.bfloat16) is torch.bfloat16
-    with pytest.raises(OFAError, match=r"unknown dtype 'int8'.*auto"):
-        resolve_dtype("int8")
+    with pytest.raises(OFAError, match=r"unknown dtype 'int4'.*auto"):
+        resolve_dtype("int4")
+    with pytest.raises(OFAError, match=r"int8 quantises the linear layers .*OFA.load"):
+        resolve_dtype("int8")  # a mode of a loaded model, not a dtype
 
 
 @pytest.mark.parametrize("speedup, expected", [(2.6, torch.bfloat16), (AUTO_MIN_SPEEDUP, torch.bfloat16),

@@ -20,7 +20,7 @@ from openofa.checkpoints.settings import TASK_SPECIFIC, ZERO_SHOT, own_task
 from openofa.device import resolve_device
 from openofa.errors import OFAError, OFAWarning
 from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_candidates
-from openofa.precision import resolve_dtype
+from openofa.precision import is_int8, resolve_dtype
 from openofa.tasks import Example, Task, get_task
 from openofa.text.tokenizer import OFATokenizer
 from openofa.vision.transforms import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD, ImagePreprocess, collate_images
@@ -74,7 +74,8 @@ class OFA:
 
         ``dtype`` sets the image trunk and encoder precision (``auto``: bf16 or fp16 where this
         machine computes them faster, else float32; see ``openofa.precision``); the decoder stays
-        float32 unless ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`). ``fold_batchnorm``
+        float32 unless ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`).
+        ``int8`` (CPU): the decoder's linear layers in int8, the rest float32 (``openofa.model.int8``). ``fold_batchnorm``
         folds the image trunk's BatchNorms into its convolutions (the same outputs up to rounding,
         a faster trunk; ``model.state_dict()`` then lacks the BatchNorm keys): pass False to keep
         the model exactly in the checkpoint's layout. ``prepack`` (CPU) keeps a oneDNN-packed copy
@@ -101,6 +102,9 @@ class OFA:
             if path is None:
                 raise OFAError("no model given and this installation has no bundled model: pass a checkpoint "
                                "path (official .pt, HF folder, or ours)")
+        int8 = is_int8(dtype)
+        if int8 and str(device or "cpu").split(":")[0] not in ("cpu", "auto"):
+            raise OFAError(f"dtype int8 runs on CPU only, not on {device}; use bf16 or fp16 there")
         device = resolve_device(device)  # before reading weights: a bad device is a one-line error
         exit_thresholds = parse_early_exit(early_exit)  # likewise a bad threshold
         config, state_dict, meta = load_checkpoint(path, ema=ema)
@@ -116,7 +120,12 @@ class OFA:
         model = model.to(device=device).eval()
         if fold_batchnorm:
             model.fold_batchnorm()
-        model.set_precision(resolve_dtype(dtype, model.device), resolve_dtype(decoder_dtype, model.device))
+        model.set_precision(resolve_dtype(None if int8 else dtype, model.device),
+                            resolve_dtype(decoder_dtype, model.device))
+        if int8:
+            from openofa.model.int8 import quantize_model
+
+            quantize_model(model)
         if prepack:
             model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
         if early_exit is not None:

@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--adapter", help="an adapter folder (LoRA, adapters, prefix or BitFit, peft's layout) "
                         "applied on top of --model")
     common.add_argument("--device", default="cpu")
-    common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+    common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "int8", "auto"],
                         help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype); "
-                             "auto: bf16/fp16 where this machine computes them faster, else fp32")
+                             "auto: bf16/fp16 where this machine computes them faster, else fp32; "
+                             "int8 (CPU): the decoder's linear layers in int8, the rest fp32")
     common.add_argument("--decoder-dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="decoder precision; bf16 can be faster on hardware with a fast bf16 unit but "
                              "can flip near-ties")

@@ -7,6 +7,16 @@ products ran at 3x-4.7x and at 0.6x the float32 rate (docs/benchmarks.md). So ``
 instead of guessing from CPU flags: on a CPU it times one bf16 and one float32 product once per
 process and picks bf16 only when it is clearly faster; on CUDA it picks bf16 where the GPU
 supports it, else float16.
+
+``int8`` is not a dtype but a mode (:mod:`openofa.model.int8`, CPU only): the decoder's linear
+layers hold int8 weights and quantise their inputs on the fly; everything else stays float32. It
+changes tokens where float32's top two are close, so it is judged by quality (held-out VQA
+accuracy, Acc@0.5 and CIDEr-D within 1 point of float32, and on the golden fixtures the best
+hypothesis equal to float32's except where float32 scores its own and int8's within
+:data:`INT8_TIE_MARGIN` of each other), and
+``auto`` takes it only where both that quality rule and a measured speed-up hold: on the machines
+measured so far (docs/benchmarks.md, "Reduced precision") the rule did not hold on every set, so
+``auto`` never picks int8 (``resolve_dtype`` refuses the name; :func:`is_int8` tells it apart).
 """
 
 from __future__ import annotations
@@ -25,6 +35,16 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
 #: noise on a shared machine is well below it; a real bf16 unit gives 2x or more)
 AUTO_MIN_SPEEDUP = 1.3
 
+#: int8 may change a generated sequence only where float32 scores its own best and int8's best
+#: (length-normalised log-probability, ``openofa.model.int8.tie_margin``) closer than this; the
+#: golden cases' flips measured 0.037 and -0.006 (docs/benchmarks.md, "Reduced precision")
+INT8_TIE_MARGIN = 0.05
+
+
+def is_int8(dtype) -> bool:
+    """Whether ``dtype`` names the int8 mode (``int8``/``qint8``) rather than a floating dtype."""
+    return isinstance(dtype, str) and dtype in ("int8", "qint8")
+
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
     """A dtype from its name (``fp32``, ``bf16``, ``fp16`` or their long names), a dtype, None
@@ -35,6 +55,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | 
         return dtype
     if dtype == "auto":
         return fast_dtype(device)
+    if is_int8(dtype):
+        raise OFAError("int8 quantises the linear layers of a loaded model: pass dtype='int8' to OFA.load")
     if dtype not in DTYPES:
         raise OFAError(f"unknown dtype {dtype!r}; expected one of fp32, bf16, fp16, auto")
     return DTYPES[dtype]
