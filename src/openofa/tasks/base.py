@@ -220,6 +220,23 @@ class Task:
         input ``name``, unique among ``used``); return the result naming the files instead."""
         return result
 
+    @staticmethod
+    def write_images(images: list, folder: Any, stem: str, used: set) -> list[str]:
+        """Write ``images`` as ``<folder>/<base>_<k>.png``, ``base`` being ``stem`` numbered
+        (``stem_2``...) when ``used`` already holds it; returns the paths written."""
+        folder.mkdir(parents=True, exist_ok=True)
+        base, n = stem, 1
+        while base in used:
+            n += 1
+            base = f"{stem}_{n}"
+        used.add(base)
+        files = []
+        for k, im in enumerate(images):
+            path = folder / f"{base}_{k}.png"
+            im.save(path)
+            files.append(str(path))
+        return files
+
     def prediction(self, result: dict[str, Any]) -> Any:
         """What ``ofa eval`` scores of a result (``result[output]`` unless a task says otherwise)."""
         return result[self.output]

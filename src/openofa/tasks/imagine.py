@@ -188,18 +188,8 @@ class Imagine(Task):
     def save(self, result: dict, folder: Path, name: str, used: set) -> dict:
         """Write a result's images as ``<folder>/<name>_<k>.png`` (best first when reranked);
         the result then names the files instead of holding the images."""
-        folder.mkdir(parents=True, exist_ok=True)
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in name.strip())[:60].strip("_") or "image"
-        base, n = stem, 1
-        while base in used:
-            n += 1
-            base = f"{stem}_{n}"
-        used.add(base)
-        files = []
-        for k, im in enumerate(result["images"]):
-            path = folder / f"{base}_{k}.png"
-            im.save(path)
-            files.append(str(path))
+        files = self.write_images(result["images"], folder, stem, used)
         out = {k: v for k, v in result.items() if k != "images"}
         return {"files": files, **out}
 

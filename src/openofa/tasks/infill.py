@@ -82,16 +82,5 @@ class Infill(Task):
     def save(self, result, folder, name, used):
         from pathlib import Path
 
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = Path(name).stem or "image"
-        base, n = f"{stem}_infill", 1
-        while base in used:
-            n += 1
-            base = f"{stem}_infill_{n}"
-        used.add(base)
-        files = []
-        for k, im in enumerate(result["images"]):
-            path = folder / f"{base}_{k}.png"
-            im.save(path)
-            files.append(str(path))
+        files = self.write_images(result["images"], folder, f"{Path(name).stem or 'image'}_infill", used)
         return {"files": files, "scores": result["scores"]}
