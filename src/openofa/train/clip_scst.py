@@ -21,7 +21,7 @@ import torch
 
 from openofa.errors import OFAError
 from openofa.train.loss import LossOutput
-from openofa.train.scst import SelfCriticalCriterion, leave_one_out_advantages
+from openofa.train.scst import SelfCriticalCriterion, self_critical_loss
 
 #: keys of the recipe's ``scst`` mapping besides the GenerationConfig fields
 CLIP_SCST_KEYS = ("vqgan", "clip")
@@ -84,10 +84,5 @@ class ClipRewardCriterion(SelfCriticalCriterion):
             raise OFAError("criterion clip_scst needs each input's caption in the batch ('ref', as task imagine gives)")
         codes = self.sample(model, batch)
         rewards = self.rewards(codes, [r if isinstance(r, str) else " ".join(r) for r in refs])
-        advantages = leave_one_out_advantages(rewards)
         tok_lp, target = self.log_probs(model, batch, codes)
-        adv = torch.tensor([a for g in advantages for a in g], dtype=tok_lp.dtype, device=tok_lp.device)
-        loss = -(tok_lp * adv.unsqueeze(1)).sum()
-        ntokens = int(target.ne(self.pad).sum())
-        return LossOutput(loss=loss, nll_loss=-tok_lp.detach().sum(), sample_size=ntokens, ntokens=ntokens,
-                          nsentences=int(target.shape[0]), sums={"reward": float(sum(r for g in rewards for r in g))})
+        return self_critical_loss(tok_lp, target, rewards, self.pad)

@@ -144,6 +144,19 @@ class CiderReward:
         return out
 
 
+def self_critical_loss(tok_lp: torch.Tensor, target: torch.Tensor, rewards: Sequence[Sequence[float]],
+                       pad: int) -> LossOutput:
+    """The policy-gradient loss of sampled sequences: each one's token log-probabilities
+    ``tok_lp`` (N, T) weighted by its leave-one-out advantage (rows in the order of ``rewards``,
+    grouped per input), with the summed reward logged."""
+    advantages = leave_one_out_advantages(rewards)
+    adv = torch.tensor([a for g in advantages for a in g], dtype=tok_lp.dtype, device=tok_lp.device)
+    loss = -(tok_lp * adv.unsqueeze(1)).sum()
+    ntokens = int(target.ne(pad).sum())
+    return LossOutput(loss=loss, nll_loss=-tok_lp.detach().sum(), sample_size=ntokens, ntokens=ntokens,
+                      nsentences=int(target.shape[0]), sums={"reward": float(sum(r for g in rewards for r in g))})
+
+
 def leave_one_out_advantages(rewards: Sequence[Sequence[float]]) -> list[list[float]]:
     """``reward - mean of the other rewards of the same image``, per image; an image with a single
     caption has no baseline and gets advantage 0."""
@@ -284,11 +297,5 @@ class SelfCriticalCriterion:
         if sum(len(g) for g in captions) == 0:
             raise OFAError("scst: the generator returned no captions")
         rewards = self.reward([[self.text(c) for c in g] for g in captions], refs)
-        advantages = leave_one_out_advantages(rewards)
         tok_lp, target = self.log_probs(model, batch, captions)
-        adv = torch.tensor([a for g in advantages for a in g], dtype=tok_lp.dtype, device=tok_lp.device)
-        loss = -(tok_lp * adv.unsqueeze(1)).sum()
-        ntokens = int(target.ne(self.pad).sum())
-        return LossOutput(loss=loss, nll_loss=-tok_lp.detach().sum(), sample_size=ntokens, ntokens=ntokens,
-                          nsentences=int(target.shape[0]),
-                          sums={"reward": float(sum(r for g in rewards for r in g))})
+        return self_critical_loss(tok_lp, target, rewards, self.pad)
