@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         print(f"{size}: ours {ours:.1f} s ({ours / n:.2f} s/image); original projected {original:.1f} s "
               f"({original / n:.2f} s/image: + position biases {bias_total:.1f} s, + full vocabulary "
               f"{vocab_extra * (steps + 1):.1f} s); speed-up {original / ours:.1f}x", flush=True)
-        print(f"   original's extra per step at t = " + ", ".join(f"{t}: {1000 * extra[t]:.1f} ms" for t in points))
+        print("   original's extra per step at t = " + ", ".join(f"{t}: {1000 * extra[t]:.1f} ms" for t in points))
         del model
 
     from openofa import vqgan

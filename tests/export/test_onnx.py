@@ -5,7 +5,6 @@ exported is refused with one clear error."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -3,12 +3,11 @@ runs save: the whole model plus the added weights) loads strictly and gives the 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from openofa.errors import OFAError
-from test_original_methods import arrays, config_of, golden_batch, meta, model_of
+from test_original_methods import arrays, golden_batch, meta, model_of
 
 
 @pytest.mark.parametrize("method", ["adapter", "prefix_projection"])

@@ -5,7 +5,6 @@ loading a Lightning ``last.ckpt`` + ``model.yaml`` through the safe loader."""
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -130,8 +129,6 @@ def test_refuses_code_and_bad_inputs(tmp_path, model):
         def __reduce__(self):
             return (print, ("ran",))
 
-    with open(tmp_path / "last.ckpt", "wb") as f:
-        pass
     torch.save({"state_dict": {}, "x": Evil()}, tmp_path / "last.ckpt")
     with pytest.raises(OFAError, match="refusing"):
         vqgan.load(tmp_path / "last.ckpt")

@@ -12,7 +12,7 @@ import torch
 from openofa import clip, vqgan
 from openofa.data import build_dataset
 from openofa.train import TrainConfig
-from openofa.train.trainer import Trainer, _net_input, build_criterion
+from openofa.train.trainer import Trainer, build_criterion
 from openofa.train.scst import leave_one_out_advantages
 from train_support import micro_model, train_config
 
