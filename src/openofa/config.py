@@ -234,6 +234,7 @@ def _size(layers: tuple[int, int], dim: int, heads: int, ffn: int, resnet: str, 
 # The project's own small model reads only the words of its scenes (text/vocab/BPE/dict.scenes.txt)
 # and places boxes on a coarser grid of location tokens.
 MINI_BINS = 64
+MINI_DRAW_CODES = 512  # the drawing model's VQ tokenizer (openofa.mini.vq)
 
 
 def _subset_vocab_size(language: str, name: str, num_bins: int, code_dict_size: int) -> int:
@@ -259,6 +260,12 @@ _REGISTRY = {
                           entangle_position_embedding=True, location_embedding_init="fourier",
                           num_bins=MINI_BINS, code_dict_size=0,
                           vocab_size=_subset_vocab_size("en", "scenes", MINI_BINS, 0)),
+    # the project's own drawing model: text in, 8x8 codes of its small VQ tokenizer out (openofa.mini.draw)
+    "mini-draw": lambda: _size((3, 3), 128, 4, 512, "resnet-small", resnet_width=32, max_source_positions=128,
+                               max_target_positions=96, image_bucket_size=16, text_vocab="scenes_draw",
+                               entangle_position_embedding=True, location_embedding_init="fourier",
+                               num_bins=MINI_BINS, code_dict_size=MINI_DRAW_CODES, code_image_size=64,
+                               vocab_size=_subset_vocab_size("en", "scenes_draw", MINI_BINS, MINI_DRAW_CODES)),
     "base-zh": lambda: _size((6, 6), 768, 12, 3072, "resnet101", vocab_size=ZH_VOCAB_SIZE, language="zh"),
     "large-zh": lambda: _size((12, 12), 1024, 16, 4096, "resnet152", vocab_size=ZH_VOCAB_SIZE, language="zh"),
 }

@@ -25,3 +25,4 @@ from openofa.train.extensions import register_criterion, register_initialisation
 
 register_criterion("box_attention", "openofa.mini.box_attention:extend", check="openofa.mini.box_attention:check")
 register_initialisation("trunk", "openofa.mini.trunk:pretrain_trunk")
+register_initialisation("vq", "openofa.mini.vq:train_vq")

@@ -166,9 +166,12 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: tuple[float, float, f
         raise ValueError(kind)
 
 
-def _background(rng: random.Random, size: tuple[int, int]) -> tuple[Image.Image, str]:
+BACKGROUNDS = ("plain", "gradient", "stripes", "noise")
+
+
+def _background(rng: random.Random, size: tuple[int, int], kinds: tuple[str, ...] = BACKGROUNDS) -> tuple[Image.Image, str]:
     w, h = size
-    kind = rng.choice(("plain", "gradient", "stripes", "noise"))
+    kind = rng.choice(kinds)
     base = tuple(rng.randint(150, 235) for _ in range(3))
     img = Image.new("RGB", size, base)
     draw = ImageDraw.Draw(img)
@@ -199,11 +202,12 @@ def _overlap(a, b) -> float:
     return iw * ih / small if small else 0.0
 
 
-def make_scene(seed: int, size: tuple[int, int] = (256, 256), min_objects: int = 1, max_objects: int = 4) -> Scene:
+def make_scene(seed: int, size: tuple[int, int] = (256, 256), min_objects: int = 1, max_objects: int = 4,
+               backgrounds: tuple[str, ...] = BACKGROUNDS) -> Scene:
     """One scene, a pure function of ``seed``. Objects may overlap a little (at most 25% of the
-    smaller one), never hide each other."""
+    smaller one), never hide each other. ``backgrounds``: the kinds of background drawn from."""
     rng = random.Random(seed)
-    img, bg = _background(rng, size)
+    img, bg = _background(rng, size, tuple(backgrounds))
     draw = ImageDraw.Draw(img)
     w, h = size
     shapes: list[Shape] = []

@@ -13,10 +13,13 @@ from pathlib import Path
 
 from openofa.mini.scenes import COLORS, NUMBER_WORDS, SHAPES, plural
 
-__all__ = ["TEXT_VOCAB", "scene_texts", "text_vocabulary_lines", "write_text_vocabulary"]
+__all__ = ["TEXT_VOCAB", "DRAW_TEXT_VOCAB", "scene_texts", "drawing_texts", "text_vocabulary_lines",
+           "write_text_vocabulary"]
 
 #: the name of the subset (``OFAConfig.text_vocab`` of the ``mini`` size)
 TEXT_VOCAB = "scenes"
+#: the drawing model's subset (``mini-draw``): the scenes' words, the imagine prompt, "left of"
+DRAW_TEXT_VOCAB = "scenes_draw"
 
 
 def scene_texts() -> list[str]:
@@ -39,23 +42,35 @@ def scene_texts() -> list[str]:
     return texts
 
 
-def text_vocabulary_lines() -> list[str]:
-    """The lines of ``dict.scenes.txt``: the lines of the English ``dict.txt`` whose symbol is a
-    BPE token of :func:`scene_texts`, in the original order (so ids follow the original's
-    frequency order)."""
+def drawing_texts() -> list[str]:
+    """The texts of the drawing model (``mini-draw``): the scenes' words, the imagine task's
+    prompt and the relations of its captions (:mod:`openofa.mini.draw`)."""
+    from openofa.mini.draw import DRAW_TEXTS
+    from openofa.tasks.imagine import PROMPT as IMAGINE_PROMPT
+
+    return scene_texts() + [IMAGINE_PROMPT.format("a red circle")] + DRAW_TEXTS
+
+
+_TEXTS = {TEXT_VOCAB: scene_texts, DRAW_TEXT_VOCAB: drawing_texts}
+
+
+def text_vocabulary_lines(name: str = TEXT_VOCAB) -> list[str]:
+    """The lines of ``dict.<name>.txt``: the lines of the English ``dict.txt`` whose symbol is a
+    BPE token of the subset's texts (:func:`scene_texts`, :func:`drawing_texts`), in the original
+    order (so ids follow the original's frequency order)."""
     from openofa.text.dictionary import LANGUAGE_DIRS, VOCAB_DIR
     from openofa.text.tokenizer import OFATokenizer
 
     tok = OFATokenizer.from_language("en")
-    needed = {g for t in scene_texts() for g in tok.tokenize(t)}
+    needed = {g for t in _TEXTS[name]() for g in tok.tokenize(t)}
     lines = (VOCAB_DIR / LANGUAGE_DIRS["en"] / "dict.txt").read_text(encoding="utf-8").splitlines()
     return [line for line in lines if line.rsplit(" ", 1)[0] in needed]
 
 
-def write_text_vocabulary(path: str | Path | None = None) -> Path:
-    """Write :func:`text_vocabulary_lines` to ``path`` (default: the packaged ``dict.scenes.txt``)."""
+def write_text_vocabulary(path: str | Path | None = None, name: str = TEXT_VOCAB) -> Path:
+    """Write :func:`text_vocabulary_lines` of ``name`` to ``path`` (default: the packaged ``dict.<name>.txt``)."""
     from openofa.text.dictionary import text_vocab_path
 
-    path = Path(path) if path is not None else text_vocab_path("en", TEXT_VOCAB)
-    path.write_text("".join(line + "\n" for line in text_vocabulary_lines()), encoding="utf-8")
+    path = Path(path) if path is not None else text_vocab_path("en", name)
+    path.write_text("".join(line + "\n" for line in text_vocabulary_lines(name)), encoding="utf-8")
     return path

@@ -1,0 +1,243 @@
+"""Training the small model's image tokenizer (recipe ``task: vq``).
+
+OFA draws by sampling VQGAN codes; the original's tokenizer is a GumbelVQ with 8192 codes trained
+on millions of images (:mod:`openofa.vqgan`). The project's drawing model needs one that fits in
+the package and learns on CPU: the same architecture and key layout, much smaller
+(:func:`small_config`: 512 codes, factor 8, 1.15 M parameters), trained here on the scenes
+it draws. It is saved as ``vqgan.safetensors`` + ``model.yaml`` (taming-transformers'
+configuration), so :func:`openofa.vqgan.load` reads it like the original's file.
+
+Training, as taming-transformers' GumbelVQ without the adversarial and perceptual terms (the
+scenes are flat colours; there are no pretrained LPIPS weights to use here): the quantizer's
+logits go through a straight-through Gumbel-softmax whose temperature decays from 1 to
+``vq_temperature_end``; the loss is L1 + MSE between image and reconstruction plus
+``vq_kl_weight`` times the KL divergence of the code distribution from uniform (keeps codes in
+use). For the last ``vq_argmax_ratio`` of the updates the code is the arg-max without noise, the
+way :meth:`~openofa.vqgan.GumbelVQ.encode` picks it, so the decoder learns the codes it will get.
+
+The stage then encodes every image of ``train_data`` (and of ``data.vq_encode``'s other files) into
+an imagine data file (``id``, codes, caption; the original's ``coco_vqgan_*.tsv`` columns) beside
+it, and writes ``<run_dir>/final``: the VQ under ``final/vqgan/`` and a freshly initialised OFA
+(the recipe's model) that the next stage, ``task: imagine``, trains on those codes.
+
+Recipe keys: ``train_data`` (JSONL ``{"id", "image", "text"}``, as :mod:`openofa.mini.draw`
+writes), ``data`` (``patch_image_size``; ``vq_*`` below), ``batch_size``, ``max_update``, ``lr``,
+``end_lr``, ``warmup_ratio``, ``seed``, ``log_every``, ``run_dir``. ``data.vq_codes`` (512),
+``data.vq_temperature_end`` (1/16), ``data.vq_kl_weight`` (5e-4), ``data.vq_argmax_ratio`` (0.25),
+``precision`` (bf16: autocast on CPU), ``data.vq_encode`` (more JSONL files to encode, e.g. the validation set).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from openofa.errors import OFAError
+from openofa.vqgan import GumbelVQ, VQGANConfig
+
+__all__ = ["small_config", "config_yaml", "save_vq", "train_step_losses", "read_images", "encode_file",
+           "train_vq", "VQ_FOLDER"]
+
+VQ_FOLDER = "vqgan"  # beside the drawing model (openofa.tasks.imagine finds it there)
+
+
+def small_config(n_embed: int = 512, resolution: int = 64) -> VQGANConfig:
+    """The small tokenizer: factor 8 as the original's (an 8x8 grid at 64 px), narrower and shallower."""
+    return VQGANConfig(embed_dim=32, n_embed=n_embed, z_channels=64, resolution=resolution, ch=32,
+                       ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=())
+
+
+def config_yaml(config: VQGANConfig) -> str:
+    """taming-transformers' ``model.yaml`` for ``config`` (what :func:`openofa.vqgan.load` reads)."""
+    dd = {"double_z": config.double_z, "z_channels": config.z_channels, "resolution": config.resolution,
+          "in_channels": config.in_channels, "out_ch": config.out_ch, "ch": config.ch,
+          "ch_mult": list(config.ch_mult), "num_res_blocks": config.num_res_blocks,
+          "attn_resolutions": list(config.attn_resolutions), "dropout": 0.0}
+    data = {"model": {"target": "taming.models.vqgan.GumbelVQ",
+                      "params": {"embed_dim": config.embed_dim, "n_embed": config.n_embed, "kl_weight": 5e-4,
+                                 "temperature_scheduler_config": None, "ddconfig": dd}}}
+    return json.dumps(data, indent=2) + "\n"  # JSON is YAML
+
+
+def save_vq(model: GumbelVQ, folder: str | Path) -> Path:
+    """Write ``vqgan.safetensors`` (taming's key names, float32) and ``model.yaml`` into ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(folder / "vqgan.safetensors"))
+    (folder / "model.yaml").write_text(config_yaml(model.config), encoding="utf-8")
+    return folder
+
+
+def train_step_losses(model: GumbelVQ, images: torch.Tensor, tau: float, kl_weight: float,
+                      argmax: bool = False) -> dict[str, torch.Tensor]:
+    """Reconstruction through a straight-through Gumbel-softmax (or arg-max) code choice."""
+    logits = model.code_logits(images)  # (B, K, h, w)
+    if argmax:
+        soft = F.softmax(logits / tau, dim=1)
+        hard = F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).to(soft)
+        one_hot = hard - soft.detach() + soft
+    else:
+        one_hot = F.gumbel_softmax(logits, tau=tau, hard=True, dim=1)
+    z = torch.einsum("bkhw,kd->bdhw", one_hot, model.quantize.embed.weight)
+    recon = model.decoder(model.post_quant_conv(z))
+    l1 = (recon - images).abs().mean()
+    mse = F.mse_loss(recon, images)
+    q = F.softmax(logits, dim=1)
+    kl = (q * torch.log(q * logits.shape[1] + 1e-10)).sum(1).mean()
+    with torch.no_grad():
+        used = logits.argmax(1).unique().numel()
+    return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl,
+            "codes_used": torch.tensor(float(used))}
+
+
+def _rows(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise OFAError(f"{path}: no such file (task: vq needs the JSONL that openofa.mini.draw writes)")
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                rows.append({"id": rec["id"], "image": str(rec["image"]), "text": str(rec["text"])})
+            except (ValueError, KeyError, TypeError) as e:
+                raise OFAError(f"{path}, line {n}: not a drawing row with id, image and text ({e})") from None
+    if not rows:
+        raise OFAError(f"{path}: no rows")
+    return rows
+
+
+def read_images(path: str | Path, size: int) -> tuple[list[dict], torch.Tensor]:
+    """The rows of a drawing JSONL and their images, (N, 3, size, size) uint8."""
+    import numpy as np
+    from PIL import Image
+
+    from openofa.vision.transforms import resize_bicubic
+
+    rows = _rows(path)
+    root = Path(path).parent
+    out = torch.empty(len(rows), 3, size, size, dtype=torch.uint8)
+    for i, r in enumerate(rows):
+        try:
+            with Image.open(root / r["image"]) as im:
+                im = resize_bicubic(im.convert("RGB"), size, size)
+                out[i] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+        except OSError as e:
+            raise OFAError(f"{path}: image {r['image']} cannot be read ({e})") from None
+    return rows, out
+
+
+def _to_unit(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div(127.5).sub(1.0)
+
+
+@torch.no_grad()
+def encode_file(model: GumbelVQ, path: str | Path, out: str | Path, batch: int = 64) -> Path:
+    """Encode the images of a drawing JSONL into an imagine data file ``out``: JSONL rows
+    ``{"id", "text", "code"}`` with the codes space-separated in raster order."""
+    size = model.config.resolution
+    rows, images = read_images(path, size)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    with out.open("w", encoding="utf-8") as fh:
+        for i in range(0, len(rows), batch):
+            codes = model.encode(_to_unit(images[i:i + batch])).flatten(1)
+            for r, c in zip(rows[i:i + batch], codes.tolist()):
+                fh.write(json.dumps({"id": r["id"], "text": r["text"], "code": " ".join(map(str, c))}) + "\n")
+    return out
+
+
+def codes_file(path: str | Path) -> Path:
+    """Where :func:`train_vq` writes the codes of a drawing JSONL: ``<name>.codes.jsonl`` beside it."""
+    path = Path(path)
+    return path.with_name(path.stem + ".codes.jsonl")
+
+
+def train_vq(cfg, image_cache=None) -> dict[str, Any]:
+    """Run a ``task: vq`` stage (see the module docstring)."""
+    from openofa.checkpoints import save_pretrained
+    from openofa.train.model import build_model_for
+    from openofa.train.optim import PolynomialDecaySchedule, build_optimizer, warmup_steps
+
+    run_dir = Path(cfg.run_dir)
+    final = run_dir / "final"
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 trains, the others wait
+        while not (final / "model.safetensors").is_file():
+            time.sleep(2.0)
+        return {"num_updates": 0, "run_dir": str(run_dir), "rank": int(os.environ["RANK"])}
+    if not cfg.train_data or not isinstance(cfg.train_data, str):
+        raise OFAError("task: vq needs train_data: one drawing file (draw.jsonl of openofa.mini.draw)")
+    if cfg.max_update <= 0:
+        raise OFAError("task: vq needs max_update > 0")
+    options = dict(cfg.data or {})
+    size = int(options.get("patch_image_size", 64))
+    torch.manual_seed(cfg.seed)
+    model = GumbelVQ(small_config(int(options.get("vq_codes", 512)), size))
+    tau_end = float(options.get("vq_temperature_end", 1 / 16))
+    kl_weight = float(options.get("vq_kl_weight", 5e-4))
+    argmax_from = int(cfg.max_update * (1.0 - float(options.get("vq_argmax_ratio", 0.25))))
+    rows, images = read_images(cfg.train_data, size)
+    if len(rows) < cfg.batch_size:
+        raise OFAError(f"task: vq: {cfg.train_data} has fewer rows ({len(rows)}) than one batch ({cfg.batch_size})")
+    params = list(model.parameters())
+    opt = build_optimizer(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=0.0)
+    total = cfg.total_num_update or cfg.max_update
+    sched = PolynomialDecaySchedule(opt, lr=cfg.lr, total_updates=total, end_lr=cfg.end_lr, power=cfg.lr_power,
+                                    warmup_updates=warmup_steps(total, cfg.warmup_ratio, cfg.warmup_updates))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    print(f"vq training: {sum(p.numel() for p in params):,} parameters, {len(rows)} images at {size} px, "
+          f"{model.config.n_embed} codes, {cfg.max_update} updates", file=sys.stderr)
+    model.train()
+    updates, sums, history, start = 0, {}, [], time.time()
+    while updates < cfg.max_update:
+        order = torch.randperm(len(rows), generator=gen)
+        for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+            batch = _to_unit(images[order[i:i + cfg.batch_size]])
+            flip = torch.rand(batch.shape[0], generator=gen) < 0.5  # the tokenizer does not care about sides
+            batch[flip] = batch[flip].flip(-1)
+            tau = math.exp(math.log(tau_end) * min(1.0, updates / max(1, argmax_from)))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                out = train_step_losses(model, batch, tau, kl_weight, argmax=updates >= argmax_from)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if cfg.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+            opt.step()
+            updates += 1
+            sched.step(updates)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if cfg.log_every and (updates % cfg.log_every == 0 or updates == cfg.max_update):
+                n = cfg.log_every if updates % cfg.log_every == 0 else updates % cfg.log_every
+                history.append({"update": updates, **{k: v / n for k, v in sums.items()}})
+                stats = " | ".join(f"{k} {v / n:.4g}" for k, v in sums.items())
+                print(f"vq | update {updates} | {stats} | tau {tau:.3f} | lr {sched.get_lr():.3e} | "
+                      f"{(time.time() - start) / updates:.3f} s/update", file=sys.stderr)
+                sums = {}
+            if updates >= cfg.max_update:
+                break
+    model.eval()
+    for path in [cfg.train_data, *list(options.get("vq_encode") or [])]:
+        written = encode_file(model, path, codes_file(path))
+        print(f"vq: codes of {path} in {written}", file=sys.stderr)
+    ofa = build_model_for(cfg)
+    if ofa.config.code_dict_size != model.config.n_embed or ofa.config.code_image_size != size:
+        raise OFAError(f"task: vq: the model's code_dict_size {ofa.config.code_dict_size} and code_image_size "
+                       f"{ofa.config.code_image_size} must equal the tokenizer's {model.config.n_embed} codes at {size} px")
+    save_pretrained(final, ofa.config, ofa.state_dict())
+    save_vq(model, final / VQ_FOLDER)
+    return {"num_updates": updates, "run_dir": str(run_dir), "rank": 0, "log": history}
