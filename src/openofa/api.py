@@ -95,12 +95,13 @@ class OFA:
         from openofa.model import model_from_state_dict
         from openofa.model.early_exit import parse as parse_early_exit, set_early_exit
 
-        if path is None:
-            from openofa.weights import bundled_model
+        from openofa.weights import BUNDLED_MODELS, bundled_model
 
-            path = bundled_model()
+        name = "mini" if path is None else str(path)
+        if path is None or (name in BUNDLED_MODELS and not Path(name).exists()):  # a shipped model, by name
+            path = bundled_model(name)
             if path is None:
-                raise OFAError("no model given and this installation has no bundled model: pass a checkpoint "
+                raise OFAError(f"this installation has no bundled model {name!r}: pass a checkpoint "
                                "path (official .pt, HF folder, or ours)")
         int8 = is_int8(dtype)
         if int8 and str(device or "cpu").split(":")[0] not in ("cpu", "auto"):
@@ -154,10 +155,10 @@ class OFA:
         return [own] if own is not None and not self.zero_shot else None
 
     def is_bundled(self) -> bool:
-        from openofa.weights import bundled_model
+        """Whether this is one of the models shipped in the package (``mini``, ``mini-draw``)."""
+        from openofa.weights import bundled_name
 
-        bundled = bundled_model()
-        return self.source is not None and bundled is not None and Path(self.source) == Path(bundled)
+        return bundled_name(self.source) is not None
 
     def describe(self) -> str:
         """One line naming the model: where it came from, its size, its vocabulary, its tasks."""
@@ -165,6 +166,10 @@ class OFA:
         params = sum(p.numel() for p in self.model.parameters())
         tasks = self.trained_tasks()
         known = f"trained for {', '.join(tasks)}" if tasks else "tasks not recorded"
+        if self.is_bundled() and cfg.code_dict_size:
+            return (f"the project's own drawing model ({params / 1e6:.1f}M parameters, {known}; trained on "
+                    "procedural scenes of coloured shapes: it draws one to three of them, on a plain background, "
+                    "at 64 px; give --model for a real checkpoint)")
         if self.is_bundled():
             words = self.tokenizer.dictionary.nspecial
             n = len(self.tokenizer) - words - cfg.num_bins - cfg.code_dict_size

@@ -275,7 +275,13 @@ def _load(args: argparse.Namespace):
     """The model of the command line, named on stderr (what it is, what it was trained for)."""
     from openofa.api import OFA
 
-    ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype,
+    model = args.model
+    if model is None:  # the shipped model for this task (the drawing model for imagine)
+        from openofa.weights import TASK_MODELS
+
+        spec = TASKS.get(getattr(args, "command", None))
+        model = TASK_MODELS.get(spec.name if spec is not None else "")
+    ofa = OFA.load(model, ema=args.ema, device=args.device, dtype=args.dtype,
                    decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot,
                    any_task=args.any_task, adapter=getattr(args, "adapter", None),
                    early_exit=getattr(args, "early_exit", None))

@@ -1,5 +1,8 @@
 """Exporting the small model into the package.
 
+``openofa/weights/mini_draw/`` holds the drawing model of ``recipes/scenes_mini_draw.yaml`` with
+its VQ tokenizer (:func:`export_drawing`).
+
 ``openofa/weights/mini/`` (:mod:`openofa.weights`) holds the ``mini`` size trained by
 ``recipes/scenes_mini.yaml`` on procedural scenes (:mod:`openofa.mini.scenes`), in float16, with
 the task settings it was trained with; it is what ``openofa.load()`` and every ``ofa`` command
@@ -12,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from openofa.weights import BUNDLED
+from openofa.weights import BUNDLED, BUNDLED_DRAW
 
-__all__ = ["MINI_TASK_SETTINGS", "export_bundled"]
+__all__ = ["MINI_TASK_SETTINGS", "DRAW_TASK_SETTINGS", "export_bundled", "export_drawing"]
 
 #: inference settings the small model was trained with (saved into its config.extra["task"])
 MINI_TASK_SETTINGS = {
@@ -38,3 +41,34 @@ def export_bundled(run_folder: str | Path, out: str | Path = BUNDLED) -> Path:
     extra = {**config.extra, "task": MINI_TASK_SETTINGS}
     config = dataclasses.replace(config, extra=extra, patch_image_size=MINI_TASK_SETTINGS["patch_image_size"])
     return save_pretrained(out, config, state_dict, dtype=torch.float16)
+
+
+#: inference settings of the drawing model: sampling from the few likeliest codes (a model this
+#: small spreads probability over many codes it would draw badly; measured in docs/imagine.md)
+DRAW_TASK_SETTINGS = {
+    "tasks": ["imagine"],
+    "generation": {"imagine": {"sampling_topk": 4}},
+}
+
+
+def export_drawing(run_dir: str | Path, out: str | Path = BUNDLED_DRAW) -> Path:
+    """Copy a finished ``recipes/scenes_mini_draw.yaml`` run into the package as float16: the
+    ``draw`` stage's model with :data:`DRAW_TASK_SETTINGS` and the ``vq`` stage's tokenizer
+    (``vqgan/``, where ``ofa imagine`` finds it)."""
+    import dataclasses
+
+    from safetensors.torch import load_file, save_file
+
+    from openofa.checkpoints import load_checkpoint, save_pretrained
+    from openofa.mini.vq import VQ_FOLDER
+
+    run_dir, out = Path(run_dir), Path(out)
+    config, state_dict, _ = load_checkpoint(run_dir / "draw" / "final")
+    config = dataclasses.replace(config, extra={**config.extra, "task": DRAW_TASK_SETTINGS})
+    save_pretrained(out, config, state_dict, dtype=torch.float16)
+    vq_in, vq_out = run_dir / "vq" / "final" / VQ_FOLDER, out / VQ_FOLDER
+    vq_out.mkdir(parents=True, exist_ok=True)
+    weights = load_file(str(vq_in / "vqgan.safetensors"))
+    save_file({k: v.to(torch.float16) for k, v in weights.items()}, str(vq_out / "vqgan.safetensors"))
+    (vq_out / "model.yaml").write_text((vq_in / "model.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    return out

@@ -47,7 +47,8 @@ def code_grid(ofa) -> int:
     """Codes per side of the model's image-code grid (``code_image_size / 8``)."""
     cfg = ofa.model.config
     if not cfg.code_dict_size:
-        raise OFAError("this model has no image codes (code_dict_size 0): it cannot draw images")
+        raise OFAError("this model has no image codes (code_dict_size 0): it cannot draw images; the project's "
+                       "own drawing model is openofa.load('mini-draw') (ofa imagine uses it when no --model is given)")
     return int(cfg.code_image_size) // 8
 
 
