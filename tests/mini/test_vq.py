@@ -10,7 +10,8 @@ import torch
 from openofa import vqgan
 from openofa.errors import OFAError
 from openofa.mini.draw import write_drawing_dataset
-from openofa.mini.vq import codes_file, read_images, save_vq, small_config, train_step_losses
+from openofa.mini.vq import (Codebook, codes_file, read_images, save_vq, small_config, to_gumbel,
+                             train_step_losses)
 
 
 def test_saved_tokenizer_loads_with_the_vqgan_loader(tmp_path):
@@ -34,17 +35,35 @@ def test_training_steps_learn_to_reconstruct(tmp_path):
     x = images.float() / 127.5 - 1
     torch.manual_seed(0)
     model = vqgan.GumbelVQ(small_config())
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    codebook = Codebook(512, model.config.embed_dim, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("quantize.")], lr=2e-3)
     first = None
-    for step in range(25):
-        out = train_step_losses(model, x, tau=1.0, kl_weight=5e-4, argmax=step >= 15)
+    for _ in range(25):
+        out = train_step_losses(model, codebook, x)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
         first = first if first is not None else float(out["mse"].detach())
     model.eval()
-    recon = model.decode(model.encode(x))
+    with torch.no_grad():
+        nearest = codebook.nearest(model.quant_conv(model.encoder(x)))
+    to_gumbel(model, codebook)
+    codes = model.encode(x)
+    assert torch.equal(codes, nearest)  # GumbelVQ's arg-max picks the nearest code
+    recon = model.decode(codes)
     assert float(((recon - x) ** 2).mean()) < 0.5 * first
+
+
+def test_unused_codes_are_restarted():
+    gen = torch.Generator().manual_seed(0)
+    book = Codebook(8, 4, decay=0.5, generator=gen)
+    z = torch.randn(2, 4, 3, 3, generator=gen)
+    assert book.update(z, book.nearest(z)) == 8  # the first batch places every code
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 4)
+    assert all(any(torch.equal(e, f) for f in flat) for e in book.embed)
+    only = torch.zeros(2, 3, 3, dtype=torch.long)  # from now on every feature takes code 0
+    restarted = sum(book.update(z, only) for _ in range(4))
+    assert restarted >= 7  # the seven unused codes decayed below the threshold and moved
 
 
 def _recipe(tmp_path, data):

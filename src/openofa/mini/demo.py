@@ -1,7 +1,7 @@
 """``ofa demo``: caption, VQA and grounding on an example image, written to a folder.
 
 Without ``--model`` it uses the project's own small model shipped in the package (trained on
-procedural scenes like the example image). An installation without it falls back to a tiny model
+procedural scenes like the example image), and its drawing model draws a scene from a text. An installation without it falls back to a tiny model
 with the untrained recipe weights of the test fixtures, whose answers are noise.
 """
 
@@ -45,10 +45,13 @@ def run_demo(model: str | None, out_dir: str, dtype: str = "fp32") -> int:
 
     out = Path(out_dir)
     image = example_image(out / "example.png")
+    bundled_drawing = None
     if model is None:
         from openofa.weights import bundled_model
 
         bundled = bundled_model()
+        drawing = bundled_model("mini-draw")
+        bundled_drawing = str(drawing) if drawing is not None else None
         if bundled is not None:
             print("model: the project's own small model (trained on procedural scenes)")
             model = str(bundled)
@@ -74,4 +77,23 @@ def run_demo(model: str | None, out_dir: str, dtype: str = "fp32") -> int:
         objects = ofa.detect(str(image))
         print("detect:   " + ("; ".join(f"{o['label']} " + " ".join(f"{v:.0f}" for v in o["box"]) for o in objects)
                               or "none"))
+    if bundled_drawing:
+        draw_example(out, bundled_drawing, dtype)
     return 0
+
+
+DRAWING = "a red circle left of a blue square"
+
+
+def draw_example(out: Path, model: str, dtype: str = "fp32", samples: int = 4) -> list[Path]:
+    """The drawing model draws :data:`DRAWING`; the images go to ``out/drawing_<k>.png``."""
+    from openofa.api import OFA
+
+    drawer = OFA.load(model, dtype=dtype)
+    result = drawer.imagine(DRAWING, samples=samples, seed=0)
+    paths = []
+    for k, im in enumerate(result["images"]):
+        paths.append(out / f"drawing_{k}.png")
+        im.save(paths[-1])
+    print(f"imagine:  {DRAWING} -> {', '.join(str(p) for p in paths)}")
+    return paths

@@ -3,17 +3,20 @@
 OFA draws by sampling VQGAN codes; the original's tokenizer is a GumbelVQ with 8192 codes trained
 on millions of images (:mod:`openofa.vqgan`). The project's drawing model needs one that fits in
 the package and learns on CPU: the same architecture and key layout, much smaller
-(:func:`small_config`: 512 codes, factor 8, 1.15 M parameters), trained here on the scenes
+(:func:`small_config`: 512 codes, factor 8, 1.2 M parameters), trained here on the scenes
 it draws. It is saved as ``vqgan.safetensors`` + ``model.yaml`` (taming-transformers'
 configuration), so :func:`openofa.vqgan.load` reads it like the original's file.
 
-Training, as taming-transformers' GumbelVQ without the adversarial and perceptual terms (the
-scenes are flat colours; there are no pretrained LPIPS weights to use here): the quantizer's
-logits go through a straight-through Gumbel-softmax whose temperature decays from 1 to
-``vq_temperature_end``; the loss is L1 + MSE between image and reconstruction plus
-``vq_kl_weight`` times the KL divergence of the code distribution from uniform (keeps codes in
-use). For the last ``vq_argmax_ratio`` of the updates the code is the arg-max without noise, the
-way :meth:`~openofa.vqgan.GumbelVQ.encode` picks it, so the decoder learns the codes it will get.
+Training. A straight-through Gumbel-softmax (taming-transformers' way) collapsed here to about 16
+codes of 512 within 300 updates, whatever the temperature schedule: too few to draw shapes. The
+tokenizer is therefore trained as a VQ-VAE with a nearest-neighbour codebook (van den Oord et al.
+2017) kept by exponential moving averages, with every code placed on an encoder output of the first
+batch and codes unused for a while restarted on outputs of the current batch (the usual remedy for
+dead codes), and a commitment loss; reconstruction is L1 + MSE
+(the scenes are flat colours; there are no pretrained LPIPS weights here, and no adversarial term).
+A nearest-neighbour choice is an arg-max of logits ``2 z.e_k - |e_k|^2``: a 1x1 convolution,
+exactly GumbelVQ's ``quantize.proj`` with ``quantize.embed`` = the codebook. :func:`to_gumbel`
+writes it so, and :meth:`~openofa.vqgan.GumbelVQ.encode` picks the nearest code.
 
 The stage then encodes every image of ``train_data`` (and of ``data.vq_encode``'s other files) into
 an imagine data file (``id``, codes, caption; the original's ``coco_vqgan_*.tsv`` columns) beside
@@ -23,14 +26,13 @@ it, and writes ``<run_dir>/final``: the VQ under ``final/vqgan/`` and a freshly 
 Recipe keys: ``train_data`` (JSONL ``{"id", "image", "text"}``, as :mod:`openofa.mini.draw`
 writes), ``data`` (``patch_image_size``; ``vq_*`` below), ``batch_size``, ``max_update``, ``lr``,
 ``end_lr``, ``warmup_ratio``, ``seed``, ``log_every``, ``run_dir``. ``data.vq_codes`` (512),
-``data.vq_temperature_end`` (1/16), ``data.vq_kl_weight`` (5e-4), ``data.vq_argmax_ratio`` (0.25),
+``data.vq_commitment`` (0.25), ``data.vq_decay`` (0.99, of the codebook's moving averages),
 ``precision`` (bf16: autocast on CPU), ``data.vq_encode`` (more JSONL files to encode, e.g. the validation set).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 from openofa.errors import OFAError
 from openofa.vqgan import GumbelVQ, VQGANConfig
 
-__all__ = ["small_config", "config_yaml", "save_vq", "train_step_losses", "read_images", "encode_file",
+__all__ = ["small_config", "config_yaml", "save_vq", "Codebook", "logits_of", "to_gumbel", "train_step_losses", "read_images", "encode_file",
            "train_vq", "VQ_FOLDER"]
 
 VQ_FOLDER = "vqgan"  # beside the drawing model (openofa.tasks.imagine finds it there)
@@ -51,7 +53,7 @@ VQ_FOLDER = "vqgan"  # beside the drawing model (openofa.tasks.imagine finds it 
 
 def small_config(n_embed: int = 512, resolution: int = 64) -> VQGANConfig:
     """The small tokenizer: factor 8 as the original's (an 8x8 grid at 64 px), narrower and shallower."""
-    return VQGANConfig(embed_dim=32, n_embed=n_embed, z_channels=64, resolution=resolution, ch=32,
+    return VQGANConfig(embed_dim=64, n_embed=n_embed, z_channels=64, resolution=resolution, ch=32,
                        ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=())
 
 
@@ -79,26 +81,74 @@ def save_vq(model: GumbelVQ, folder: str | Path) -> Path:
     return folder
 
 
-def train_step_losses(model: GumbelVQ, images: torch.Tensor, tau: float, kl_weight: float,
-                      argmax: bool = False) -> dict[str, torch.Tensor]:
-    """Reconstruction through a straight-through Gumbel-softmax (or arg-max) code choice."""
-    logits = model.code_logits(images)  # (B, K, h, w)
-    if argmax:
-        soft = F.softmax(logits / tau, dim=1)
-        hard = F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).to(soft)
-        one_hot = hard - soft.detach() + soft
-    else:
-        one_hot = F.gumbel_softmax(logits, tau=tau, hard=True, dim=1)
-    z = torch.einsum("bkhw,kd->bdhw", one_hot, model.quantize.embed.weight)
-    recon = model.decoder(model.post_quant_conv(z))
+class Codebook:
+    """A nearest-neighbour codebook kept by exponential moving averages, restarting unused codes."""
+
+    def __init__(self, n: int, dim: int, decay: float = 0.99, generator: torch.Generator | None = None,
+                 dead_below: float = 0.2) -> None:
+        self.decay, self.gen, self.dead_below = decay, generator, dead_below
+        self.embed = torch.randn(n, dim, generator=generator) * 0.1
+        self.sum = self.embed.clone()
+        self.count = torch.zeros(n)  # every code starts unused: the first batch places them all
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Code ids (B, h, w) of features (B, dim, h, w)."""
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        return logits_of(flat, self.embed).argmax(1).view(z.shape[0], z.shape[2], z.shape[3])
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, codes: torch.Tensor) -> int:
+        """One moving-average step on a batch's features and codes; returns how many codes were restarted."""
+        flat = z.detach().float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        one_hot = F.one_hot(codes.reshape(-1), self.embed.shape[0]).float()
+        fresh = bool((self.count == 0).all())
+        if fresh:  # the first batch: place every code on a feature of it, then start averaging
+            self.embed = flat[torch.randint(0, flat.shape[0], (len(self.embed),), generator=self.gen)]
+            self.sum, self.count = self.embed.clone(), torch.ones(len(self.embed))
+            return len(self.embed)
+        self.count.mul_(self.decay).add_(one_hot.sum(0), alpha=1 - self.decay)
+        self.sum.mul_(self.decay).add_(one_hot.t() @ flat, alpha=1 - self.decay)
+        self.embed = self.sum / self.count.clamp_min(1e-5)[:, None]
+        dead = torch.nonzero(self.count < self.dead_below).flatten()
+        if len(dead):  # restart unused codes on this batch's features
+            pick = torch.randint(0, flat.shape[0], (len(dead),), generator=self.gen)
+            self.embed[dead] = flat[pick]
+            self.sum[dead] = flat[pick]
+            self.count[dead] = 1.0  # a restarted code has this many updates to win a feature
+        return len(dead)
+
+
+def logits_of(flat: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+    """``2 z.e_k - |e_k|^2``: the nearest code has the largest (``-|z - e_k|^2`` up to a constant per row)."""
+    return 2 * flat @ embed.t() - (embed ** 2).sum(1)[None]
+
+
+def train_step_losses(model: GumbelVQ, codebook: Codebook, images: torch.Tensor,
+                      commitment: float = 0.25) -> dict[str, torch.Tensor]:
+    """Reconstruction through the nearest code (straight-through) plus the commitment loss; also
+    updates the codebook."""
+    z = model.quant_conv(model.encoder(images))
+    codes = codebook.nearest(z.detach().float())
+    e = codebook.embed[codes].permute(0, 3, 1, 2).to(z)
+    z_q = z + (e - z).detach()
+    recon = model.decoder(model.post_quant_conv(z_q))
     l1 = (recon - images).abs().mean()
     mse = F.mse_loss(recon, images)
-    q = F.softmax(logits, dim=1)
-    kl = (q * torch.log(q * logits.shape[1] + 1e-10)).sum(1).mean()
-    with torch.no_grad():
-        used = logits.argmax(1).unique().numel()
-    return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl,
-            "codes_used": torch.tensor(float(used))}
+    commit = F.mse_loss(z, e)
+    restarted = codebook.update(z, codes) if model.training else 0
+    return {"loss": l1 + mse + commitment * commit, "l1": l1, "mse": mse, "commit": commit,
+            "codes_used": torch.tensor(float(codes.unique().numel())), "restarted": torch.tensor(float(restarted))}
+
+
+@torch.no_grad()
+def to_gumbel(model: GumbelVQ, codebook: Codebook) -> GumbelVQ:
+    """Write the codebook into GumbelVQ's quantizer: ``embed`` = the codes, ``proj`` = the 1x1
+    convolution whose arg-max is the nearest code."""
+    embed = codebook.embed.to(model.quantize.embed.weight)
+    model.quantize.embed.weight.copy_(embed)
+    model.quantize.proj.weight.copy_((2 * embed)[:, :, None, None])
+    model.quantize.proj.bias.copy_(-(embed ** 2).sum(1))
+    return model
 
 
 def _rows(path: str | Path) -> list[dict]:
@@ -187,18 +237,18 @@ def train_vq(cfg, image_cache=None) -> dict[str, Any]:
     size = int(options.get("patch_image_size", 64))
     torch.manual_seed(cfg.seed)
     model = GumbelVQ(small_config(int(options.get("vq_codes", 512)), size))
-    tau_end = float(options.get("vq_temperature_end", 1 / 16))
-    kl_weight = float(options.get("vq_kl_weight", 5e-4))
-    argmax_from = int(cfg.max_update * (1.0 - float(options.get("vq_argmax_ratio", 0.25))))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    codebook = Codebook(model.config.n_embed, model.config.embed_dim, float(options.get("vq_decay", 0.99)), gen)
+    commitment = float(options.get("vq_commitment", 0.25))
+    # the quantizer's own parameters are written from the codebook at the end (to_gumbel)
     rows, images = read_images(cfg.train_data, size)
     if len(rows) < cfg.batch_size:
         raise OFAError(f"task: vq: {cfg.train_data} has fewer rows ({len(rows)}) than one batch ({cfg.batch_size})")
-    params = list(model.parameters())
+    params = [p for n, p in model.named_parameters() if not n.startswith("quantize.")]
     opt = build_optimizer(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=0.0)
     total = cfg.total_num_update or cfg.max_update
     sched = PolynomialDecaySchedule(opt, lr=cfg.lr, total_updates=total, end_lr=cfg.end_lr, power=cfg.lr_power,
                                     warmup_updates=warmup_steps(total, cfg.warmup_ratio, cfg.warmup_updates))
-    gen = torch.Generator().manual_seed(cfg.seed)
     print(f"vq training: {sum(p.numel() for p in params):,} parameters, {len(rows)} images at {size} px, "
           f"{model.config.n_embed} codes, {cfg.max_update} updates", file=sys.stderr)
     model.train()
@@ -209,9 +259,8 @@ def train_vq(cfg, image_cache=None) -> dict[str, Any]:
             batch = _to_unit(images[order[i:i + cfg.batch_size]])
             flip = torch.rand(batch.shape[0], generator=gen) < 0.5  # the tokenizer does not care about sides
             batch[flip] = batch[flip].flip(-1)
-            tau = math.exp(math.log(tau_end) * min(1.0, updates / max(1, argmax_from)))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                out = train_step_losses(model, batch, tau, kl_weight, argmax=updates >= argmax_from)
+                out = train_step_losses(model, codebook, batch, commitment)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if cfg.clip_norm > 0:
@@ -225,12 +274,12 @@ def train_vq(cfg, image_cache=None) -> dict[str, Any]:
                 n = cfg.log_every if updates % cfg.log_every == 0 else updates % cfg.log_every
                 history.append({"update": updates, **{k: v / n for k, v in sums.items()}})
                 stats = " | ".join(f"{k} {v / n:.4g}" for k, v in sums.items())
-                print(f"vq | update {updates} | {stats} | tau {tau:.3f} | lr {sched.get_lr():.3e} | "
+                print(f"vq | update {updates} | {stats} | lr {sched.get_lr():.3e} | "
                       f"{(time.time() - start) / updates:.3f} s/update", file=sys.stderr)
                 sums = {}
             if updates >= cfg.max_update:
                 break
-    model.eval()
+    to_gumbel(model, codebook).eval()
     for path in [cfg.train_data, *list(options.get("vq_encode") or [])]:
         written = encode_file(model, path, codes_file(path))
         print(f"vq: codes of {path} in {written}", file=sys.stderr)
