@@ -2,8 +2,9 @@
 
 The project's own text-to-image model (``mini-draw``, shipped in ``openofa/weights/mini_draw``)
 draws the procedural scenes of :mod:`openofa.mini.scenes` from their descriptions. Its scenes
-have one to three objects on a plain background (captions say nothing of backgrounds, so a
-sampled texture would only cost capacity) and are stored at the model's 64 pixels (an 8x8 grid of
+have one to three objects on one plain light grey background (captions say nothing of
+backgrounds; with random background colours a tokenizer trained for 15 minutes spent its codes
+on them and lost the objects' colours) and are stored at the model's 64 pixels (an 8x8 grid of
 codes: a quarter of the tokens of a 16x16 grid, which is what lets it train on CPU in minutes).
 
 * :func:`drawing_captions`: the ways a scene is described, objects left to right:
@@ -36,6 +37,7 @@ __all__ = ["DRAW_SIZE", "MAX_OBJECTS", "drawing_scene", "drawing_captions", "cap
 
 DRAW_SIZE = 64  # the model's image side (an 8x8 grid of codes, factor 8)
 MAX_OBJECTS = 3
+BACKGROUND = (200, 200, 200)  # one plain colour: captions never say it, and the tokenizer spends no codes on it
 MIN_PIXELS = 15  # of the 4096 at 64 px; the smallest scene object (a small star) covers about 40
 
 # the relations the captions use (words of the drawing vocabulary)
@@ -43,8 +45,8 @@ DRAW_TEXTS = [" a red circle left of a blue square", " a blue square right of a 
 
 
 def drawing_scene(seed: int) -> Scene:
-    """A drawing scene: 1-3 objects on a plain background, drawn at 256 px (shrunk on writing)."""
-    return make_scene(seed, (256, 256), 1, MAX_OBJECTS, backgrounds=("plain",))
+    """A drawing scene: 1-3 objects on a plain light grey background, drawn at 256 px (shrunk on writing)."""
+    return make_scene(seed, (256, 256), 1, MAX_OBJECTS, backgrounds=("plain",), background_color=BACKGROUND)
 
 
 def _list(parts: list[str]) -> str:

@@ -169,10 +169,12 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: tuple[float, float, f
 BACKGROUNDS = ("plain", "gradient", "stripes", "noise")
 
 
-def _background(rng: random.Random, size: tuple[int, int], kinds: tuple[str, ...] = BACKGROUNDS) -> tuple[Image.Image, str]:
+def _background(rng: random.Random, size: tuple[int, int], kinds: tuple[str, ...] = BACKGROUNDS,
+                color: tuple[int, int, int] | None = None) -> tuple[Image.Image, str]:
     w, h = size
     kind = rng.choice(kinds)
     base = tuple(rng.randint(150, 235) for _ in range(3))
+    base = base if color is None else tuple(color)  # drawn all the same: the later draws do not move
     img = Image.new("RGB", size, base)
     draw = ImageDraw.Draw(img)
     if kind == "gradient":
@@ -203,11 +205,12 @@ def _overlap(a, b) -> float:
 
 
 def make_scene(seed: int, size: tuple[int, int] = (256, 256), min_objects: int = 1, max_objects: int = 4,
-               backgrounds: tuple[str, ...] = BACKGROUNDS) -> Scene:
+               backgrounds: tuple[str, ...] = BACKGROUNDS, background_color: tuple[int, int, int] | None = None) -> Scene:
     """One scene, a pure function of ``seed``. Objects may overlap a little (at most 25% of the
-    smaller one), never hide each other. ``backgrounds``: the kinds of background drawn from."""
+    smaller one), never hide each other. ``backgrounds``: the kinds of background drawn from;
+    ``background_color``: the background's base colour instead of a random one."""
     rng = random.Random(seed)
-    img, bg = _background(rng, size, tuple(backgrounds))
+    img, bg = _background(rng, size, tuple(backgrounds), background_color)
     draw = ImageDraw.Draw(img)
     w, h = size
     shapes: list[Shape] = []
