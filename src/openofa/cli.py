@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store images shrunk to this side (boxes scaled), e.g. the model's input size")
     p.add_argument("--size-questions", action="store_true",
                    help="also vqa_size.jsonl: 'is the circle small or large?' (the LoRA example's new task)")
+    p.add_argument("--draw", action="store_true",
+                   help="write the drawing model's scenes instead: 64 px images and draw.jsonl (id, image, text)")
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")
@@ -393,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "convert":
             return run_convert(args)
+        if args.command == "scenes" and args.draw:
+            from openofa.mini.draw import write_drawing_dataset
+
+            print(write_drawing_dataset(args.out, n=args.n, seed=args.seed))
+            return 0
         if args.command == "scenes":
             from openofa.mini.scenes import write_dataset
 

@@ -96,3 +96,13 @@ def test_dataset_rows(tmp_path):
             assert im.size == (DRAW_SIZE, DRAW_SIZE)
     with pytest.raises(OFAError, match="n must be"):
         write_drawing_dataset(tmp_path / "e", 0)
+
+
+def test_scenes_command_writes_drawing_scenes(tmp_path, capsys):
+    from openofa.cli import main
+
+    assert main(["scenes", str(tmp_path / "d"), "--draw", "--n", "3", "--seed", "9"]) == 0
+    path = tmp_path / "d" / "draw.jsonl"
+    assert capsys.readouterr().out.strip() == str(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["text"] for r in rows] == [caption_for(drawing_scene(s)) for s in (9, 10, 11)]
