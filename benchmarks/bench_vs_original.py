@@ -220,8 +220,6 @@ class OursRunner:
         self.ofa.generate = recording
 
     def run(self, batch: int) -> dict:
-        import torch
-
         if self.kind == "train":
             return self._train_step()
         imgs = [str(p) for p in self.images[:batch]]
@@ -238,7 +236,6 @@ class OursRunner:
         t = time.perf_counter()
         self.ofa.run(task, inputs, batch_size=batch, **options)
         secs = time.perf_counter() - t
-        del torch
         return {"seconds": secs, "tokens": [[int(x) for x in h.tokens] for h in self.hypos]}
 
     def _train_step(self) -> dict:
@@ -619,7 +616,8 @@ def measure(size: str, kind: str, batches: list[int], args: argparse.Namespace, 
     return rows
 
 
-HEADER = f"{'size':5} {'row':10} {'batch':>5} {'ours s':>8} {'orig s':>8} {'ratio':>6} {'same':>9} {'ours MB':>8} {'orig MB':>8}"
+HEADER = (f"{'size':5} {'row':10} {'batch':>5} {'ours s':>8} {'orig s':>8} {'ratio':>6} {'same':>9} "
+          f"{'ours MB':>8} {'orig MB':>8}")
 
 
 def format_row(row: dict) -> str:

@@ -28,7 +28,7 @@ def test_ours_alone_smallest_setting(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--sizes", "tiny", "--rows", "caption", "--batches", "1", "--rounds", "1",
-         "--workdir", str(tmp_path / "work"), "--json", str(out)],
+         "--threads", "1", "--workdir", str(tmp_path / "work"), "--json", str(out)],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ours alone" in proc.stdout
