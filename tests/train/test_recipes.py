@@ -37,8 +37,8 @@ def test_recipe_reads_and_says_how_to_launch(path):
         return
     cfg = stages[0]
     assert cfg.run_dir == f"runs/{path.stem}"
-    if cfg.task not in ("synthetic", "mixture"):
-        # values every original finetuning script shares
+    if cfg.task not in ("synthetic", "mixture") and not cfg.model.startswith("mini"):
+        # values every original finetuning script shares (the project's own models have their own)
         assert (cfg.weight_decay, cfg.adam_betas, cfg.adam_eps, cfg.clip_norm) == (0.01, [0.9, 0.999], 1e-8, 1.0)
         assert cfg.model in path.stem
         if cfg.criterion == "scst":  # caption stage 2 continues from the stage-1 recipe's best weights
@@ -134,6 +134,11 @@ def _fits_the_data_layer_and_generator(cfg):
         assert {k for k, v in cfg.data.items() if not isinstance(v, dict)} <= accepted
     elif cfg.task == "trunk":  # the trunk alone on a detection file, at the data's image size
         assert str(cfg.train_data).endswith("detection.jsonl") and cfg.data["patch_image_size"] % 16 == 0
+    elif cfg.task == "vq":  # the drawing model's tokenizer on drawing scenes, at the model's code image size
+        from openofa.config import get_config
+
+        assert str(cfg.train_data).endswith("draw.jsonl")
+        assert cfg.data["patch_image_size"] == get_config(cfg.model).code_image_size
     else:
         data.canonical_task(cfg.task)
         if str(cfg.train_data).endswith(".jsonl"):  # the plain format names its fields
@@ -142,7 +147,7 @@ def _fits_the_data_layer_and_generator(cfg):
             data.resolve_columns(cfg.task, cfg.data["columns"])
         assert set(cfg.data) <= accepted
     known = {f for f in GenerationConfig.__dataclass_fields__} | {"mode", "limit"}
-    if cfg.task not in ("mixture", "trunk", "synthetic"):  # and the task's own options (imagine: samples, vqgan)
+    if cfg.task not in ("mixture", "trunk", "vq", "synthetic"):  # and the task's own options (imagine: samples, vqgan)
         from openofa.tasks import task_of_layout
         from openofa.data.layouts import get_layout
 

@@ -51,10 +51,10 @@ DRAW_TASK_SETTINGS = {
 }
 
 
-def export_drawing(run_dir: str | Path, out: str | Path = BUNDLED_DRAW) -> Path:
-    """Copy a finished ``recipes/scenes_mini_draw.yaml`` run into the package as float16: the
-    ``draw`` stage's model with :data:`DRAW_TASK_SETTINGS` and the ``vq`` stage's tokenizer
-    (``vqgan/``, where ``ofa imagine`` finds it)."""
+def export_drawing(model_folder: str | Path, vq_folder: str | Path, out: str | Path = BUNDLED_DRAW) -> Path:
+    """Copy the drawing model (a run's ``final/`` folder) into the package as float16, with
+    :data:`DRAW_TASK_SETTINGS`, and its VQ tokenizer (``vqgan.safetensors`` + ``model.yaml``, as
+    ``task: vq`` writes them) into ``vqgan/`` beside it, where ``ofa imagine`` finds it."""
     import dataclasses
 
     from safetensors.torch import load_file, save_file
@@ -62,11 +62,11 @@ def export_drawing(run_dir: str | Path, out: str | Path = BUNDLED_DRAW) -> Path:
     from openofa.checkpoints import load_checkpoint, save_pretrained
     from openofa.mini.vq import VQ_FOLDER
 
-    run_dir, out = Path(run_dir), Path(out)
-    config, state_dict, _ = load_checkpoint(run_dir / "draw" / "final")
+    vq_in, out = Path(vq_folder), Path(out)
+    config, state_dict, _ = load_checkpoint(model_folder)
     config = dataclasses.replace(config, extra={**config.extra, "task": DRAW_TASK_SETTINGS})
     save_pretrained(out, config, state_dict, dtype=torch.float16)
-    vq_in, vq_out = run_dir / "vq" / "final" / VQ_FOLDER, out / VQ_FOLDER
+    vq_out = out / VQ_FOLDER
     vq_out.mkdir(parents=True, exist_ok=True)
     weights = load_file(str(vq_in / "vqgan.safetensors"))
     save_file({k: v.to(torch.float16) for k, v in weights.items()}, str(vq_out / "vqgan.safetensors"))
