@@ -150,10 +150,20 @@ def test_demo_writes_the_drawn_box(capsys, model_dir, tmp_path):
     assert "detect:" not in out  # the tiny model records no tasks: only what every model does
 
 
-def test_demo_of_the_shipped_model_shows_detection(capsys, tmp_path):
+def test_demo_of_the_shipped_model_shows_detection_and_drawing(capsys, tmp_path):
+    from PIL import Image
+
+    from openofa.mini.draw import judge
+
     code, out, _ = _run(capsys, "demo", "--out", str(tmp_path / "demo"))
     detected = [line for line in out.splitlines() if line.startswith("detect:")]
     assert code == 0 and len(detected) == 1 and "circle" in detected[0] and "square" in detected[0]
+    drawn = [line for line in out.splitlines() if line.startswith("imagine:")]
+    files = sorted((tmp_path / "demo").glob("drawing_*.png"))
+    assert len(drawn) == 1 and len(files) == 4 and all(str(f) in drawn[0] for f in files)
+    # the drawing model draws the demo's text: red and blue are in most of its drawings
+    with_both = [judge(Image.open(f), "a red circle left of a blue square").colour == [True, True] for f in files]
+    assert sum(with_both) >= 2
 
 
 def _scene_folder(tmp_path, n=3):

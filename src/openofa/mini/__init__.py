@@ -13,12 +13,15 @@ any other checkpoint; training it uses these mechanisms, which are not in the or
   expression names (recipe keys ``box_attention_*``)
 * :mod:`openofa.mini.weights`: finding and exporting the shipped weights
 * :mod:`openofa.mini.demo`: ``ofa demo``
+* :mod:`openofa.mini.draw`: the drawing model's scenes, captions and the judge of its drawings
+* :mod:`openofa.mini.vq`: training its VQ tokenizer (a recipe stage with ``task: vq``)
 
-The trainer knows none of them by name. Importing this package registers two training
+The trainer knows none of them by name. Importing this package registers three training
 extensions (:mod:`openofa.train.extensions`, which imports it before its first look-up): the
 criterion hook ``box_attention``, which wraps the cross-entropy when a recipe sets
-``box_attention_weight``, and the initialisation hook ``trunk``, which runs a ``task: trunk``
-stage in place of the trainer. Both are named as ``module:function`` and imported when used.
+``box_attention_weight``, and the initialisation hooks ``trunk`` and ``vq``, which run a ``task:
+trunk`` or ``task: vq`` stage in place of the trainer. All are named as ``module:function`` and
+imported when used.
 """
 
 from openofa.train.extensions import register_criterion, register_initialisation

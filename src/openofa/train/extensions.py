@@ -15,7 +15,7 @@ Two kinds:
 A package registers its extensions when it is imported. The packages named in :data:`PROVIDERS`
 are imported the first time an extension is looked up; today that is :mod:`openofa.mini`, the
 project's small model, which registers the ``box_attention`` criterion hook and the ``trunk``
-initialisation. A hook may be given as a callable or as ``"module:attribute"``, imported on
+and ``vq`` initialisations. A hook may be given as a callable or as ``"module:attribute"``, imported on
 first use (so registering costs nothing).
 """
 
