@@ -8,7 +8,8 @@ it draws. It is saved as ``vqgan.safetensors`` + ``model.yaml`` (taming-transfor
 configuration), so :func:`openofa.vqgan.load` reads it like the original's file.
 
 Training. A straight-through Gumbel-softmax (taming-transformers' way) collapsed here to about 16
-codes of 512 within 300 updates, whatever the temperature schedule: too few to draw shapes. The
+codes of 512 within 300 updates (temperature decaying from 1 to 1/16, KL weight 5e-4): too few to
+draw shapes. The
 tokenizer is therefore trained as a VQ-VAE with a nearest-neighbour codebook (van den Oord et al.
 2017) kept by exponential moving averages, with every code placed on an encoder output of the first
 batch and codes unused for a while restarted on outputs of the current batch (the usual remedy for
