@@ -247,6 +247,7 @@ def pretrain_trunk(cfg, image_cache=None) -> dict[str, Any]:
     """Run a ``task: trunk`` stage (see the module docstring). Returns a summary like the
     trainer's, with ``log``: the mean losses and accuracies of every ``log_every`` updates."""
     from openofa.checkpoints import save_pretrained
+    from openofa.mini.updates import Updates
     from openofa.train.model import build_model_for
     from openofa.train.optim import PolynomialDecaySchedule, build_optimizer, warmup_steps
 
@@ -304,29 +305,14 @@ def pretrain_trunk(cfg, image_cache=None) -> dict[str, Any]:
     print(f"trunk pretraining: {sum(p.numel() for p in params):,} parameters, {len(data)} images at {size} px, "
           f"{len(data.words)} words, {cfg.max_update} updates", file=sys.stderr)
     trunk.train()
-    updates, sums, history, start = 0, {}, [], time.time()
-    while updates < cfg.max_update:
+    loop = Updates("trunk", cfg, opt, sched, params)
+    while not loop.done:
         for batch in loader:
             image, obj, words, boxes = (t.to(device) for t in batch)
             with torch.autocast(device.type, dtype=dtype, enabled=autocast):
                 out = trunk_losses(head(features(image)), obj, words, boxes, size=size)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            if cfg.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-            opt.step()
-            updates += 1
-            sched.step(updates)
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            if cfg.log_every and (updates % cfg.log_every == 0 or updates == cfg.max_update):
-                n = cfg.log_every if updates % cfg.log_every == 0 else updates % cfg.log_every
-                history.append({"update": updates, **{k: v / n for k, v in sums.items()}})
-                stats = " | ".join(f"{k} {v / n:.4g}" for k, v in sums.items())
-                print(f"trunk | update {updates} | {stats} | lr {sched.get_lr():.3e} | "
-                      f"{(time.time() - start) / updates:.3f} s/update", file=sys.stderr)
-                sums = {}
-            if updates >= cfg.max_update:
+            loop.step(out)
+            if loop.done:
                 break
     save_pretrained(final, model.config, model.cpu().state_dict())
-    return {"num_updates": updates, "run_dir": str(run_dir), "rank": 0, "log": history}
+    return {"num_updates": loop.count, "run_dir": str(run_dir), "rank": 0, "log": loop.history}

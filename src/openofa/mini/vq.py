@@ -221,6 +221,7 @@ def codes_file(path: str | Path) -> Path:
 def train_vq(cfg, image_cache=None) -> dict[str, Any]:
     """Run a ``task: vq`` stage (see the module docstring)."""
     from openofa.checkpoints import save_pretrained
+    from openofa.mini.updates import Updates
     from openofa.train.model import build_model_for
     from openofa.train.optim import PolynomialDecaySchedule, build_optimizer, warmup_steps
 
@@ -253,8 +254,8 @@ def train_vq(cfg, image_cache=None) -> dict[str, Any]:
     print(f"vq training: {sum(p.numel() for p in params):,} parameters, {len(rows)} images at {size} px, "
           f"{model.config.n_embed} codes, {cfg.max_update} updates", file=sys.stderr)
     model.train()
-    updates, sums, history, start = 0, {}, [], time.time()
-    while updates < cfg.max_update:
+    loop = Updates("vq", cfg, opt, sched, params)
+    while not loop.done:
         order = torch.randperm(len(rows), generator=gen)
         for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
             batch = _to_unit(images[order[i:i + cfg.batch_size]])
@@ -262,23 +263,8 @@ def train_vq(cfg, image_cache=None) -> dict[str, Any]:
             batch[flip] = batch[flip].flip(-1)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 out = train_step_losses(model, codebook, batch, commitment)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            if cfg.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-            opt.step()
-            updates += 1
-            sched.step(updates)
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            if cfg.log_every and (updates % cfg.log_every == 0 or updates == cfg.max_update):
-                n = cfg.log_every if updates % cfg.log_every == 0 else updates % cfg.log_every
-                history.append({"update": updates, **{k: v / n for k, v in sums.items()}})
-                stats = " | ".join(f"{k} {v / n:.4g}" for k, v in sums.items())
-                print(f"vq | update {updates} | {stats} | lr {sched.get_lr():.3e} | "
-                      f"{(time.time() - start) / updates:.3f} s/update", file=sys.stderr)
-                sums = {}
-            if updates >= cfg.max_update:
+            loop.step(out)
+            if loop.done:
                 break
     to_gumbel(model, codebook).eval()
     for path in [cfg.train_data, *list(options.get("vq_encode") or [])]:
@@ -290,4 +276,4 @@ def train_vq(cfg, image_cache=None) -> dict[str, Any]:
                        f"{ofa.config.code_image_size} must equal the tokenizer's {model.config.n_embed} codes at {size} px")
     save_pretrained(final, ofa.config, ofa.state_dict())
     save_vq(model, final / VQ_FOLDER)
-    return {"num_updates": updates, "run_dir": str(run_dir), "rank": 0, "log": history}
+    return {"num_updates": loop.count, "run_dir": str(run_dir), "rank": 0, "log": loop.history}
