@@ -297,7 +297,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def run_task(args: argparse.Namespace) -> int:
-    from openofa.api import OFA
     from openofa.sharding import Ranks
     from openofa.vision.draw import draw_boxes
 
@@ -351,7 +350,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from openofa.api import OFA
     from openofa.evaluate import evaluate
 
     ofa = _load(args)
