@@ -251,7 +251,6 @@ def test_bad_stages_are_named(tmp_path, stages, message):
 
 
 def test_a_staged_recipe_trains_each_stage_from_the_last(tmp_path, capsys):
-
     import openofa
     from openofa.train.cli import main
 
