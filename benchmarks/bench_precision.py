@@ -124,10 +124,7 @@ def held_out(modes) -> list[dict]:
 
 def golden(modes) -> list[dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from support import GOLDEN_GENERATION_CASES, golden_generation_config, load_golden_generation
-
-    from openofa.generation import SequenceGenerator, Trie
-    from openofa.model.int8 import tie_margin
+    from support import GOLDEN_GENERATION_CASES, golden_decodes
 
     fp32 = recipe_tiny()
     rows = []
@@ -136,20 +133,10 @@ def golden(modes) -> list[dict]:
             continue
         model = apply_mode(copy.deepcopy(fp32), m)
         for name in GOLDEN_GENERATION_CASES:
-            data, src, images, masks = load_golden_generation(name)
-            s = data["settings"]
-            trie = Trie.from_answers(data["answer_ids"]) if "answer_ids" in data else None
-            vocab = None if s["constraint_start"] is None else (s["constraint_start"], s["constraint_end"])
-            gen = SequenceGenerator(golden_generation_config(s))
-            with torch.inference_mode():
-                want = gen.generate(fp32, src, None, images, masks, constraints=trie)
-                got = gen.generate(model, src, None, images, masks, constraints=trie)
+            trie, want, got, gap = golden_decodes(fp32, model, name)
             for i, (w, g) in enumerate(zip(want, got)):
                 a, b = w[0].tokens.tolist(), g[0].tokens.tolist()
-                margin = None
-                if a != b and trie is None:
-                    margin = tie_margin(fp32, src[i:i + 1], images[i:i + 1], masks[i:i + 1], a, b,
-                                        s["normalize_scores"], vocab)
+                margin = gap(i, a, b) if a != b and trie is None else None
                 rows.append({"mode": m, "case": name, "row": i, "same": a == b, "fp32_margin": margin})
                 print(f"{m:9} {name:20} row {i}: " + ("same best hypothesis" if a == b else
                       f"differs; float32's score gap {margin if margin is None else round(margin, 4)}"),

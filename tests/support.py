@@ -66,6 +66,30 @@ def golden_generation_config(settings: dict):
     )
 
 
+def golden_decodes(reference, model, name: str):
+    """Golden generation case ``name`` decoded by ``reference`` and by ``model`` with the original's
+    settings: ``(trie, want, got, margin)``, where ``want``/``got`` are the two models'
+    hypotheses per row and ``margin(i, a, b)`` is ``reference``'s score gap between token lists
+    ``a`` and ``b`` of row ``i`` (:func:`openofa.model.int8.tie_margin`)."""
+    from openofa.generation import SequenceGenerator, Trie
+    from openofa.model.int8 import tie_margin
+
+    data, src, images, masks = load_golden_generation(name)
+    settings = data["settings"]
+    trie = Trie.from_answers(data["answer_ids"]) if "answer_ids" in data else None
+    vocab = None if settings["constraint_start"] is None else (settings["constraint_start"], settings["constraint_end"])
+    gen = SequenceGenerator(golden_generation_config(settings))
+    with torch.inference_mode():
+        want = gen.generate(reference, src, None, images, masks, constraints=trie)
+        got = gen.generate(model, src, None, images, masks, constraints=trie)
+
+    def margin(i: int, a: list[int], b: list[int]) -> float:
+        return tie_margin(reference, src[i:i + 1], images[i:i + 1], masks[i:i + 1], a, b,
+                          settings["normalize_scores"], vocab)
+
+    return trie, want, got, margin
+
+
 def check_golden_tokens(model, name: str, score_atol: float = 0.05) -> None:
     """Run golden generation case ``name`` through ``model``: every hypothesis's tokens must equal
     the original's, the best score within ``score_atol`` (precision changes move scores only)."""

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from openofa.errors import OFAError
-from openofa.model.int8 import Int8Linear, quantize_model, tie_margin
+from openofa.model.int8 import Int8Linear, quantize_model
 from openofa.precision import INT8_TIE_MARGIN
-from support import GOLDEN_GENERATION_CASES, golden_generation_config, load_golden_generation
+from support import GOLDEN_GENERATION_CASES, golden_decodes
 
 
 @pytest.fixture(scope="module")
@@ -40,25 +40,14 @@ def test_int8_layer_is_close_to_float32_but_not_equal():
 
 @pytest.mark.parametrize("name", GOLDEN_GENERATION_CASES)
 def test_golden_best_hypotheses_equal_float32_except_near_ties(pair, name):
-    from openofa.generation import SequenceGenerator, Trie
-
     fp32, int8 = pair
-    data, src, images, masks = load_golden_generation(name)
-    settings = data["settings"]
-    trie = Trie.from_answers(data["answer_ids"]) if "answer_ids" in data else None
-    vocab = None if settings["constraint_start"] is None else (settings["constraint_start"], settings["constraint_end"])
-    gen = SequenceGenerator(golden_generation_config(settings))
-    with torch.inference_mode():
-        want = gen.generate(fp32, src, None, images, masks, constraints=trie)
-        got = gen.generate(int8, src, None, images, masks, constraints=trie)
+    trie, want, got, margin = golden_decodes(fp32, int8, name)
     for i, (w, g) in enumerate(zip(want, got)):
         a, b = w[0].tokens.tolist(), g[0].tokens.tolist()
         assert g[0].score == pytest.approx(w[0].score, abs=0.1), name
         if a != b:
             assert trie is None, f"{name}: the answer trie's scores are not re-scored here"
-            margin = tie_margin(fp32, src[i:i + 1], images[i:i + 1], masks[i:i + 1], a, b,
-                                settings["normalize_scores"], vocab)
-            assert margin < INT8_TIE_MARGIN, (name, i, margin)
+            assert margin(i, a, b) < INT8_TIE_MARGIN, (name, i, margin(i, a, b))
 
 
 def test_bundled_model_held_out_quality_within_one_point(tmp_path):
