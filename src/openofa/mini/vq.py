@@ -196,11 +196,12 @@ def _to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_file(model: GumbelVQ, path: str | Path, out: str | Path, batch: int = 64) -> Path:
+def encode_file(model: GumbelVQ, path: str | Path, out: str | Path, batch: int = 64,
+                loaded: tuple[list[dict], torch.Tensor] | None = None) -> Path:
     """Encode the images of a drawing JSONL into an imagine data file ``out``: JSONL rows
-    ``{"id", "text", "code"}`` with the codes space-separated in raster order."""
-    size = model.config.resolution
-    rows, images = read_images(path, size)
+    ``{"id", "text", "code"}`` with the codes space-separated in raster order. ``loaded``: the
+    file's rows and images as :func:`read_images` gave them (not read again)."""
+    rows, images = loaded if loaded is not None else read_images(path, model.config.resolution)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -268,7 +269,7 @@ def train_vq(cfg, image_cache=None) -> dict[str, Any]:
                 break
     to_gumbel(model, codebook).eval()
     for path in [cfg.train_data, *list(options.get("vq_encode") or [])]:
-        written = encode_file(model, path, codes_file(path))
+        written = encode_file(model, path, codes_file(path), loaded=(rows, images) if path == cfg.train_data else None)
         print(f"vq: codes of {path} in {written}", file=sys.stderr)
     ofa = build_model_for(cfg)
     if ofa.config.code_dict_size != model.config.n_embed or ofa.config.code_image_size != size:
