@@ -66,7 +66,8 @@ class OFA:
              zero_shot: bool = False, any_task: bool = False, adapter: str | Path | None = None,
              merge_adapter: bool = True, early_exit: float | str | tuple | None = None) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
-        without a path, the project's own small model shipped in the package.
+        without a path, the project's own small model shipped in the package; a shipped model's name
+        (``"mini"``, ``"mini-draw"``: ``openofa.weights.BUNDLED_MODELS``) loads that one.
 
         ``ema``: None (default) uses the EMA weights of an official file that carries them, as the
         original's evaluation of those files does (``--ema-eval``: the VQA files); True requires
