@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also vqa_size.jsonl: 'is the circle small or large?' (the LoRA example's new task)")
     p.add_argument("--draw", action="store_true",
                    help="write the drawing model's scenes instead: 64 px images and draw.jsonl (id, image, text)")
+    p.add_argument("--read", action="store_true",
+                   help="write the reading model's scenes instead: text-line images and ocr.jsonl (id, image, text, kind)")
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")
@@ -278,10 +280,11 @@ def _load(args: argparse.Namespace):
     from openofa.api import OFA
 
     model = args.model
-    if model is None:  # the shipped model for this task (the drawing model for imagine)
+    if model is None:  # the shipped model for this task (drawing for imagine, reading for ocr)
         from openofa.weights import TASK_MODELS
 
-        spec = TASKS.get(getattr(args, "command", None))
+        command = getattr(args, "command", None)
+        spec = TASKS.get(args.task if command == "eval" else command)
         model = TASK_MODELS.get(spec.name if spec is not None else "")
     ofa = OFA.load(model, ema=args.ema, device=args.device, dtype=args.dtype,
                    decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot,
@@ -393,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "convert":
             return run_convert(args)
+        if args.command == "scenes" and args.read:
+            from openofa.mini.read import write_reading_dataset
+
+            print(write_reading_dataset(args.out, n=args.n, seed=args.seed))
+            return 0
         if args.command == "scenes" and args.draw:
             from openofa.mini.draw import write_drawing_dataset
 

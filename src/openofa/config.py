@@ -266,6 +266,12 @@ _REGISTRY = {
                                entangle_position_embedding=True, location_embedding_init="fourier",
                                num_bins=MINI_BINS, code_dict_size=MINI_DRAW_CODES, code_image_size=64,
                                vocab_size=_subset_vocab_size("en", "scenes_draw", MINI_BINS, MINI_DRAW_CODES)),
+    # the project's own reading model: images of a word or number in, its characters out (openofa.mini.read)
+    "mini-read": lambda: _size((3, 3), 128, 4, 512, "resnet-small", resnet_width=32, max_source_positions=128,
+                               max_target_positions=64, image_bucket_size=16, language="zh", text_vocab="read",
+                               entangle_position_embedding=True, location_embedding_init="fourier",
+                               num_bins=MINI_BINS, code_dict_size=0,
+                               vocab_size=_subset_vocab_size("zh", "read", MINI_BINS, 0)),
     "base-zh": lambda: _size((6, 6), 768, 12, 3072, "resnet101", vocab_size=ZH_VOCAB_SIZE, language="zh"),
     "large-zh": lambda: _size((12, 12), 1024, 16, 4096, "resnet152", vocab_size=ZH_VOCAB_SIZE, language="zh"),
 }

@@ -109,3 +109,31 @@ def test_cached_vocabularies_are_built_once_under_concurrent_first_use():
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(first_use, range(4)))
     assert calls == ["en"] and all(g is got[0] for g in got)
+
+
+def test_reading_subset_spells_every_word_and_number_in_single_characters():
+    """mini-read: a Chinese (BERT) subset whose wordpiece tokenizer works over the subset's own
+    pieces, as the original's BertBPE does with that subset as its vocab.txt."""
+    from openofa.mini.read import reading_text
+    from openofa.tasks.ocr import PROMPT_ZH
+
+    cfg = get_config("mini-read")
+    tok = OFATokenizer.for_config(cfg)
+    full = OFATokenizer.from_language("zh")
+    assert cfg.language == "zh" and len(tok.dictionary) == cfg.vocab_size
+    assert tok.tokenize(" kelto") == ["k", "##e", "##l", "##t", "##o"]
+    assert tok.tokenize("4071") == ["4", "##0", "##7", "##1"]
+    assert tok.tokenize(PROMPT_ZH) == full.tokenize(PROMPT_ZH)  # the prompt keeps its characters
+    for seed in range(200):
+        text, _ = reading_text(seed)
+        ids = tok.encode(" " + text)
+        assert len(ids) == len(text) and UNK not in ids, text
+        assert tok.decode(ids) == text  # the pieces glue back into the word
+        # each piece is the full vocabulary's symbol of the same name
+        assert [full.dictionary.index(s) != UNK for s in tok.symbols(ids)] == [True] * len(ids)
+    assert tok.tokenize(" a-b") == ["a", "[UNK]", "b"]  # what the subset lacks is BERT's [UNK]
+
+
+def test_checked_in_reading_subset_matches_the_generator():
+    lines = text_vocab_path("zh", "read").read_text(encoding="utf-8").splitlines()
+    assert lines == text_vocabulary_lines("read")

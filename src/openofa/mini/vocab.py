@@ -13,13 +13,15 @@ from pathlib import Path
 
 from openofa.mini.scenes import COLORS, NUMBER_WORDS, SHAPES, plural
 
-__all__ = ["TEXT_VOCAB", "DRAW_TEXT_VOCAB", "scene_texts", "drawing_texts", "text_vocabulary_lines",
-           "write_text_vocabulary"]
+__all__ = ["TEXT_VOCAB", "DRAW_TEXT_VOCAB", "READ_TEXT_VOCAB", "scene_texts", "drawing_texts",
+           "reading_symbols", "text_vocabulary_lines", "write_text_vocabulary"]
 
 #: the name of the subset (``OFAConfig.text_vocab`` of the ``mini`` size)
 TEXT_VOCAB = "scenes"
 #: the drawing model's subset (``mini-draw``): the scenes' words, the imagine prompt, "left of"
 DRAW_TEXT_VOCAB = "scenes_draw"
+#: the reading model's subset (``mini-read``) of the Chinese (BERT) vocabulary
+READ_TEXT_VOCAB = "read"
 
 
 def scene_texts() -> list[str]:
@@ -51,19 +53,36 @@ def drawing_texts() -> list[str]:
     return scene_texts() + [IMAGINE_PROMPT.format("a red circle")] + DRAW_TEXTS
 
 
+def reading_symbols() -> set[str]:
+    """The wordpieces of the reading model (``mini-read``, :mod:`openofa.mini.read`): BERT's
+    ``[UNK]``, the OCR prompt's characters, and ``a``-``z`` and ``0``-``9`` alone and as ``##``
+    continuations, so that a subset tokenizer splits every lower-case word or number into
+    single characters."""
+    from openofa.tasks.ocr import PROMPT_ZH
+    from openofa.text.tokenizer import OFATokenizer
+
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return {"[UNK]", *OFATokenizer.from_language("zh").tokenize(PROMPT_ZH), *chars, *(f"##{c}" for c in chars)}
+
+
 _TEXTS = {TEXT_VOCAB: scene_texts, DRAW_TEXT_VOCAB: drawing_texts}
+_LANGUAGES = {READ_TEXT_VOCAB: "zh"}
 
 
 def text_vocabulary_lines(name: str = TEXT_VOCAB) -> list[str]:
-    """The lines of ``dict.<name>.txt``: the lines of the English ``dict.txt`` whose symbol is a
-    BPE token of the subset's texts (:func:`scene_texts`, :func:`drawing_texts`), in the original
-    order (so ids follow the original's frequency order)."""
+    """The lines of ``dict.<name>.txt``: the lines of the language's ``dict.txt`` whose symbol is a
+    BPE token of the subset's texts (:func:`scene_texts`, :func:`drawing_texts`) or one of its
+    wordpieces (:func:`reading_symbols`), in the original order (so ids follow the original's)."""
     from openofa.text.dictionary import LANGUAGE_DIRS, VOCAB_DIR
     from openofa.text.tokenizer import OFATokenizer
 
-    tok = OFATokenizer.from_language("en")
-    needed = {g for t in _TEXTS[name]() for g in tok.tokenize(t)}
-    lines = (VOCAB_DIR / LANGUAGE_DIRS["en"] / "dict.txt").read_text(encoding="utf-8").splitlines()
+    language = _LANGUAGES.get(name, "en")
+    if language == "zh":
+        needed = reading_symbols()
+    else:
+        tok = OFATokenizer.from_language("en")
+        needed = {g for t in _TEXTS[name]() for g in tok.tokenize(t)}
+    lines = (VOCAB_DIR / LANGUAGE_DIRS[language] / "dict.txt").read_text(encoding="utf-8").splitlines()
     return [line for line in lines if line.rsplit(" ", 1)[0] in needed]
 
 
@@ -71,6 +90,6 @@ def write_text_vocabulary(path: str | Path | None = None, name: str = TEXT_VOCAB
     """Write :func:`text_vocabulary_lines` of ``name`` to ``path`` (default: the packaged ``dict.<name>.txt``)."""
     from openofa.text.dictionary import text_vocab_path
 
-    path = Path(path) if path is not None else text_vocab_path("en", name)
+    path = Path(path) if path is not None else text_vocab_path(_LANGUAGES.get(name, "en"), name)
     path.write_text("".join(line + "\n" for line in text_vocabulary_lines(name)), encoding="utf-8")
     return path

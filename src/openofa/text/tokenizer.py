@@ -200,14 +200,14 @@ class OFATokenizer:
         base = cls.from_language(config.language)
         if d is base.dictionary:
             return base
-        return _derived_tokenizer(config.language, d)
+        return _derived_tokenizer(config.language, d, getattr(config, "text_vocab", None) or None)
 
     @classmethod
     def from_bpe_dir(cls, bpe_dir: str | Path, language: str = "en",
                      dictionary: Dictionary | None = None) -> "OFATokenizer":
         """Build from a folder laid out like the original's ``--bpe-dir``:
         ``encoder.json`` + ``vocab.bpe`` + ``dict.txt`` (en) or ``vocab.txt`` + ``dict.txt`` (zh)."""
-        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+        from tokenizers import Tokenizer, models, pre_tokenizers
 
         bpe_dir = Path(bpe_dir)
         if language == "en":
@@ -234,14 +234,7 @@ class OFATokenizer:
             model = models.WordPiece.from_file(
                 str(bpe_dir / "vocab.txt"), unk_token="[UNK]", max_input_chars_per_word=100
             )
-            backend = Tokenizer(model)
-            backend.normalizer = normalizers.BertNormalizer(
-                clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
-            )
-            backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-            # BERT's own special tokens are never split when written in the text.
-            backend.add_special_tokens(_BERT_SPECIALS)
-            return cls(language, dictionary, backend)
+            return cls(language, dictionary, _bert_backend(model))
         except Exception as e:  # the tokenizers library reports bad files with its own errors
             raise OFAError(f"cannot read the {language} vocabulary in {bpe_dir}: {e}") from None
 
@@ -387,9 +380,38 @@ def _bundled_tokenizer(language: str) -> OFATokenizer:
 
 
 @built_once
-def _derived_tokenizer(language: str, dictionary: Dictionary) -> OFATokenizer:
+def _derived_tokenizer(language: str, dictionary: Dictionary, name: str | None = None) -> OFATokenizer:
+    """English: the bundled BPE over ``dictionary`` (a token outside a subset reads as ``<unk>``).
+    Chinese with a subset ``name``: a wordpiece tokenizer over the subset's own pieces, which is
+    what the original's ``BertBPE`` does given that subset as its ``vocab.txt``; a word then splits
+    into the longest pieces the subset has (``cat`` -> ``c ##a ##t`` when it holds single
+    characters) instead of becoming ``[UNK]``."""
     base = _bundled_tokenizer(language)
-    return OFATokenizer(language, dictionary, base._backend, base._gpt2_tokens)
+    if language != "zh" or name is None:
+        return OFATokenizer(language, dictionary, base._backend, base._gpt2_tokens)
+    from tokenizers import models
+
+    from openofa.text.dictionary import text_vocab_path
+
+    pieces = ["[UNK]"] + [line.rsplit(" ", 1)[0] for line in text_vocab_path(language, name).read_text(
+        encoding="utf-8").splitlines() if line.strip()]
+    vocab = {p: i for i, p in enumerate(dict.fromkeys(pieces))}
+    model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
+    return OFATokenizer(language, dictionary, _bert_backend(model))
+
+
+def _bert_backend(model):
+    """``BertBPE``'s pipeline around a wordpiece ``model``: lower-casing BERT normaliser (CJK
+    characters split, accents kept), BERT pre-tokeniser, BERT's specials never split."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+
+    backend = Tokenizer(model)
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.add_special_tokens(_BERT_SPECIALS)
+    return backend
 
 
 def _check_text(text: object) -> None:

@@ -41,6 +41,9 @@ __all__ = [
     "to_tensor_normalized",
     "resize_bicubic",
     "patch_resize_transform",
+    "ocr_transform",
+    "ocr_layout",
+    "ocr_square",
     "PatchTransform",
     "refcoco_output_size",
     "refcoco_transform",
@@ -110,26 +113,35 @@ def ocr_transform(image: ImageSource, size: int, *, offset: int | None = None,
     The original draws the offset at random (``randint(0, size - short)``, unseeded) for training
     and evaluation alike; ``offset=None`` centres the image, the deterministic middle of that
     range, which we use for inference."""
-    import numpy as np
+    return to_tensor_normalized(ocr_square(image, size, offset=offset), mean, std)
 
-    img = load_image(image)
-    w, h = img.size
-    if min(w, h) < 1:
-        raise OFAError(f"image of {w}x{h} pixels has nothing to read")
-    long_, short = max(w, h), min(w, h)
+
+def ocr_layout(width: int, height: int, size: int, offset: int | None = None) -> tuple[int, int, int, int]:
+    """Where :func:`ocr_transform` puts an image of ``width`` x ``height``: its resized width and
+    height and its top-left corner ``(x, y)`` in the ``size`` x ``size`` square."""
+    if min(width, height) < 1:
+        raise OFAError(f"image of {width}x{height} pixels has nothing to read")
+    long_, short = max(width, height), min(width, height)
     if int(size * short / long_) < 1:
-        raise OFAError(f"image of {w}x{h} pixels is too thin to read: its short side would be less than one "
-                       f"pixel at {size}")
+        raise OFAError(f"image of {width}x{height} pixels is too thin to read: its short side would be less than "
+                       f"one pixel at {size}")
     new_short = min(size, max(64, int(size * short / long_)))
-    nw, nh = (size, new_short) if w >= h else (new_short, size)
-    img = resize_bicubic(img, nw, nh)
     room = size - new_short
     at = room // 2 if offset is None else int(offset)
     if not 0 <= at <= room:
         raise OFAError(f"ocr offset {at} is outside 0..{room}")
-    pad = ((at, room - at), (0, 0), (0, 0)) if w >= h else ((0, 0), (at, room - at), (0, 0))
-    arr = np.pad(np.asarray(img), pad, mode="edge")
-    return to_tensor_normalized(Image.fromarray(arr), mean, std)
+    return (size, new_short, 0, at) if width >= height else (new_short, size, at, 0)
+
+
+def ocr_square(image: ImageSource, size: int, *, offset: int | None = None) -> Image.Image:
+    """The ``size`` x ``size`` image :func:`ocr_transform` normalises (:func:`ocr_layout`)."""
+    import numpy as np
+
+    img = load_image(image)
+    nw, nh, x, y = ocr_layout(*img.size, size, offset)
+    img = resize_bicubic(img, nw, nh)
+    pad = ((y, size - nh - y), (x, size - nw - x), (0, 0))
+    return Image.fromarray(np.pad(np.asarray(img), pad, mode="edge"))
 
 
 def patch_resize_transform(
