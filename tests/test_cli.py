@@ -150,9 +150,10 @@ def test_demo_writes_the_drawn_box(capsys, model_dir, tmp_path):
     assert "detect:" not in out  # the tiny model records no tasks: only what every model does
 
 
-def test_demo_of_the_shipped_model_shows_detection_and_drawing(capsys, tmp_path):
+def test_demo_of_the_shipped_model_shows_detection_drawing_and_reading(capsys, tmp_path):
     from PIL import Image
 
+    from openofa.mini.demo import READING
     from openofa.mini.draw import judge
 
     code, out, _ = _run(capsys, "demo", "--out", str(tmp_path / "demo"))
@@ -164,6 +165,9 @@ def test_demo_of_the_shipped_model_shows_detection_and_drawing(capsys, tmp_path)
     # the drawing model draws the demo's text: red and blue are in most of its drawings
     with_both = [judge(Image.open(f), "a red circle left of a blue square").colour == [True, True] for f in files]
     assert sum(with_both) >= 2
+    # the reading model reads the demo's words from the images it wrote
+    read = [line for line in out.splitlines() if line.startswith("ocr:")]
+    assert read == [f"ocr:      {tmp_path / 'demo' / f'reading_{k}.png'} -> {word}" for k, word in enumerate(READING)]
 
 
 def _scene_folder(tmp_path, n=3):
@@ -239,6 +243,7 @@ def _bundled_with(tmp_path, **changes):
     (["scenes", "{a_file}/sub", "--n", "2"], "Not a directory"),
     (["scenes", "{out}", "--questions", "-1"], "questions must be an integer >= 0, got -1"),
     (["scenes", "{out}", "--n", "-5"], "n must be an integer >= 1, got -5"),
+    (["scenes", "{out}", "--read", "--n", "0"], "read: n must be an integer >= 1, got 0"),
     (["demo", "--out", "{a_file}/sub"], "Not a directory"),
     (["caption", "{img}", "--image-size", "7"], "image size 7 is not a positive multiple of 16"),
     (["caption", "{img}", "--image-size", "129"], "use 128 or 144"),

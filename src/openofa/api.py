@@ -67,7 +67,7 @@ class OFA:
              merge_adapter: bool = True, early_exit: float | str | tuple | None = None) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package; a shipped model's name
-        (``"mini"``, ``"mini-draw"``: ``openofa.weights.BUNDLED_MODELS``) loads that one.
+        (``"mini"``, ``"mini-draw"``, ``"mini-read"``: ``openofa.weights.BUNDLED_MODELS``) loads that one.
 
         ``ema``: None (default) uses the EMA weights of an official file that carries them, as the
         original's evaluation of those files does (``--ema-eval``: the VQA files); True requires
@@ -156,7 +156,7 @@ class OFA:
         return [own] if own is not None and not self.zero_shot else None
 
     def is_bundled(self) -> bool:
-        """Whether this is one of the models shipped in the package (``mini``, ``mini-draw``)."""
+        """Whether this is one of the models shipped in the package (``mini``, ``mini-draw``, ``mini-read``)."""
         from openofa.weights import bundled_name
 
         return bundled_name(self.source) is not None
@@ -167,6 +167,12 @@ class OFA:
         params = sum(p.numel() for p in self.model.parameters())
         tasks = self.trained_tasks()
         known = f"trained for {', '.join(tasks)}" if tasks else "tasks not recorded"
+        from openofa.weights import bundled_name
+
+        if bundled_name(self.source) == "mini-read":
+            return (f"the project's own reading model ({params / 1e6:.1f}M parameters, {known}; trained on "
+                    "single words and numbers of lower-case letters and digits drawn in one font: give --model "
+                    "for a real checkpoint)")
         if self.is_bundled() and cfg.code_dict_size:
             return (f"the project's own drawing model ({params / 1e6:.1f}M parameters, {known}; trained on "
                     "procedural scenes of coloured shapes: it draws one to three of them, on a plain background, "

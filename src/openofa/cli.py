@@ -109,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store images shrunk to this side (boxes scaled), e.g. the model's input size")
     p.add_argument("--size-questions", action="store_true",
                    help="also vqa_size.jsonl: 'is the circle small or large?' (the LoRA example's new task)")
-    p.add_argument("--draw", action="store_true",
-                   help="write the drawing model's scenes instead: 64 px images and draw.jsonl (id, image, text)")
-    p.add_argument("--read", action="store_true",
-                   help="write the reading model's scenes instead: text-line images and ocr.jsonl (id, image, text, kind)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--draw", action="store_true",
+                       help="write the drawing model's scenes instead: 64 px images and draw.jsonl (id, image, text)")
+    which.add_argument("--read", action="store_true",
+                       help="write the reading model's scenes instead: 128 px text lines, ocr.jsonl (id, image, text, "
+                            "kind) and detection.jsonl (every character's box)")
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src")

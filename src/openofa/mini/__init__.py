@@ -7,7 +7,8 @@ given. docs/own_model.md tells how it was trained and what it scores. The OFA co
 any other checkpoint; training it uses these mechanisms, which are not in the original:
 
 * :mod:`openofa.mini.scenes`: the procedural scenes it is trained and tested on (``ofa scenes``)
-* :mod:`openofa.mini.vocab`: its text vocabulary, the BPE tokens of the scenes (``dict.scenes.txt``)
+* :mod:`openofa.mini.vocab`: its text vocabularies: the BPE tokens of the scenes (``dict.scenes.txt``),
+  and the reading model's letters and digits (``dict.read.txt``)
 * :mod:`openofa.mini.trunk`: pretraining the image trunk alone (a recipe stage with ``task: trunk``)
 * :mod:`openofa.mini.box_attention`: a loss pulling the decoder's cross-attention onto the box an
   expression names (recipe keys ``box_attention_*``)
@@ -15,6 +16,8 @@ any other checkpoint; training it uses these mechanisms, which are not in the or
 * :mod:`openofa.mini.demo`: ``ofa demo``
 * :mod:`openofa.mini.draw`: the drawing model's scenes, captions and the judge of its drawings
 * :mod:`openofa.mini.vq`: training its VQ tokenizer (a recipe stage with ``task: vq``)
+* :mod:`openofa.mini.read`: the reading model's text lines and their characters' boxes (its
+  trunk stage reads those as detection rows)
 
 The trainer knows none of them by name. Importing this package registers three training
 extensions (:mod:`openofa.train.extensions`, which imports it before its first look-up): the

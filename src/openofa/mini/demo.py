@@ -1,8 +1,9 @@
 """``ofa demo``: caption, VQA and grounding on an example image, written to a folder.
 
 Without ``--model`` it uses the project's own small model shipped in the package (trained on
-procedural scenes like the example image), and its drawing model draws a scene from a text. An installation without it falls back to a tiny model
-with the untrained recipe weights of the test fixtures, whose answers are noise.
+procedural scenes like the example image); its drawing model draws a scene from a text, and its
+reading model reads a word from an image of it. An installation without them falls back to a tiny
+model with the untrained recipe weights of the test fixtures, whose answers are noise.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ def run_demo(model: str | None, out_dir: str, dtype: str = "fp32") -> int:
 
     out = Path(out_dir)
     image = example_image(out / "example.png")
-    bundled_drawing = None
+    bundled_drawing = bundled_reading = None
     if model is None:
         from openofa.weights import bundled_model
 
         bundled = bundled_model()
-        drawing = bundled_model("mini-draw")
+        drawing, reading = bundled_model("mini-draw"), bundled_model("mini-read")
         bundled_drawing = str(drawing) if drawing is not None else None
+        bundled_reading = str(reading) if reading is not None else None
         if bundled is not None:
             print("model: the project's own small model (trained on procedural scenes)")
             model = str(bundled)
@@ -79,6 +81,8 @@ def run_demo(model: str | None, out_dir: str, dtype: str = "fp32") -> int:
                               or "none"))
     if bundled_drawing:
         draw_example(out, bundled_drawing, dtype)
+    if bundled_reading:
+        read_example(out, bundled_reading, dtype)
     return 0
 
 
@@ -97,3 +101,22 @@ def draw_example(out: Path, model: str, dtype: str = "fp32", samples: int = 4) -
         im.save(paths[-1])
     print(f"imagine:  {DRAWING} -> {', '.join(str(p) for p in paths)}")
     return paths
+
+
+READING = ("hello", "2026")
+
+
+def read_example(out: Path, model: str, dtype: str = "fp32") -> list[str]:
+    """The reading model reads the words of :data:`READING`, drawn like its training data, from
+    ``out/reading_<k>.png``."""
+    from openofa.api import OFA
+    from openofa.mini.read import render_text
+
+    paths = []
+    for k, word in enumerate(READING):
+        paths.append(out / f"reading_{k}.png")
+        render_text(word, seed=k)[0].save(paths[-1])
+    texts = OFA.load(model, dtype=dtype).ocr([str(p) for p in paths])
+    for path, text in zip(paths, texts):
+        print(f"ocr:      {path} -> {text}")
+    return texts

@@ -5,6 +5,9 @@
 * ``mini_draw/`` (``"mini-draw"``): its drawing model, text to an 8x8 grid of codes of its own VQ
   tokenizer (``mini_draw/vqgan/``), used by ``ofa imagine`` when no model is given
   (:mod:`openofa.mini.draw`); :func:`openofa.mini.weights.export_drawing` writes it.
+* ``mini_read/`` (``"mini-read"``): its reading model, images of a word or number to their
+  characters, used by ``ofa ocr`` when no model is given (:mod:`openofa.mini.read`);
+  :func:`openofa.mini.weights.export_reading` writes it.
 
 Each folder holds ``config.json`` + ``model.safetensors`` (float16); together with the text
 vocabularies the package data stays under 25 MB.
@@ -14,15 +17,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["BUNDLED", "BUNDLED_DRAW", "BUNDLED_MODELS", "TASK_MODELS", "bundled_model", "bundled_name"]
+__all__ = ["BUNDLED", "BUNDLED_DRAW", "BUNDLED_READ", "BUNDLED_MODELS", "TASK_MODELS", "bundled_model", "bundled_name"]
 
 _HERE = Path(__file__).resolve().parent
 BUNDLED = _HERE / "mini"
 BUNDLED_DRAW = _HERE / "mini_draw"
+BUNDLED_READ = _HERE / "mini_read"
 #: name -> folder of every shipped model
-BUNDLED_MODELS = {"mini": BUNDLED, "mini-draw": BUNDLED_DRAW}
+BUNDLED_MODELS = {"mini": BUNDLED, "mini-draw": BUNDLED_DRAW, "mini-read": BUNDLED_READ}
 #: the shipped model a task uses when none is given (others: "mini")
-TASK_MODELS = {"imagine": "mini-draw"}
+TASK_MODELS = {"imagine": "mini-draw", "ocr": "mini-read"}
 
 
 def bundled_model(name: str = "mini") -> Path | None:
