@@ -107,3 +107,24 @@ def test_english_only_tasks_refuse_a_chinese_model(cn_base):
                  lambda: ofa.classify_text("好", task="sst2")):
         with pytest.raises(OFAError, match="this is a zh model and .* has prompts in en only"):
             call()
+
+
+@pytest.mark.parametrize("arch, size", [("ofa_base", "base-zh"), ("ofa_large", "large-zh")])
+def test_chinese_training_flags_map_to_the_chinese_sizes(arch, size):
+    """What the Chinese scripts' checkpoints carry (``cfg.model``: arch, ``bpe=bert``, the BERT_CN
+    vocabulary folder, the released flags) maps onto the size of that name with the Chinese
+    vocabulary: 30,325 entries, codes from 21133, bins from 29325 (the large and RefCOCO-CN files
+    share the base file's layout; only the arch differs)."""
+    from openofa.config import OFAConfig, get_config
+    from openofa.text.tokenizer import OFATokenizer
+
+    args = {"arch": arch, "bpe": "bert", "bpe_dir": "../../utils/BERT_CN_dict", "vocab_size": 30325,
+            "disable_entangle": True, "scale_attn": True, "scale_fc": True, "scale_heads": True,
+            "patch_image_size": 512, "orig_patch_image_size": 256}
+    cfg = OFAConfig.from_original(args)
+    want = get_config(size)
+    assert cfg.language == "zh" and cfg.vocab_size == 30325 and cfg.disable_entangle
+    for field in ("encoder_layers", "decoder_layers", "encoder_embed_dim", "resnet_type", "encoder_attention_heads"):
+        assert getattr(cfg, field) == getattr(want, field), field
+    tok = OFATokenizer.for_config(cfg)
+    assert (len(tok), tok.code_0, tok.bin_0) == (30325, 21133, 29325)
