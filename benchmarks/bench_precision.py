@@ -3,7 +3,7 @@ against float32 on the bundled model's held-out sets and on the golden fixtures.
 
 Modes: ``fp32``; ``bf16`` (image trunk and encoder in bf16, decoder float32; only where
 ``openofa.precision.cpu_bf16_speedup`` says this CPU computes bf16 faster, else reported as
-skipped with the probe's figure); ``int8`` (the decoder's linear layers in int8, what
+skipped with the probe's figure); ``bf16-all`` (the decoder in bf16 too, same condition); ``int8`` (the decoder's linear layers in int8, what
 ``dtype="int8"`` loads); ``int8-all`` (the encoder's linear layers too, to show which half pays).
 
 Speed: caption generation, beam 5, at most 16 tokens, no-repeat trigram, batch 1 and 8, on the
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-MODES = ("fp32", "bf16", "int8", "int8-all")
+MODES = ("fp32", "bf16", "bf16-all", "int8", "int8-all")
 
 
 def apply_mode(model, mode: str):
@@ -38,6 +38,8 @@ def apply_mode(model, mode: str):
 
     if mode == "bf16":
         model.set_precision(torch.bfloat16, torch.float32)
+    elif mode == "bf16-all":
+        model.set_precision(torch.bfloat16, torch.bfloat16)
     elif mode == "int8":
         quantize_model(model)
     elif mode == "int8-all":
@@ -164,9 +166,10 @@ def main(argv=None) -> int:
     modes = ["fp32", *[m for m in args.modes if m != "fp32"]]
     probe = cpu_bf16_speedup()
     print(f"torch {torch.__version__}, {args.threads} threads; bf16 probe: {probe:.2f}x float32")
-    if "bf16" in modes and probe < AUTO_MIN_SPEEDUP:
-        print(f"bf16 skipped: this CPU's bf16 products are not faster (probe {probe:.2f}x < {AUTO_MIN_SPEEDUP}x)")
-        modes.remove("bf16")
+    for m in ("bf16", "bf16-all"):
+        if m in modes and probe < AUTO_MIN_SPEEDUP:
+            print(f"{m} skipped: this CPU's bf16 products are not faster (probe {probe:.2f}x < {AUTO_MIN_SPEEDUP}x)")
+            modes.remove(m)
     result = {"torch": torch.__version__, "bf16_probe": probe, "modes": modes}
     if not args.skip_speed:
         print("\nspeed: caption, beam 5, 16 tokens")
