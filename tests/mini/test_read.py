@@ -70,3 +70,31 @@ def test_bad_arguments(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(OFAError, match="is a file"):
         write_reading_dataset(tmp_path / "f", n=1)
+
+
+def test_reading_recipe_trains_both_stages(tmp_path, monkeypatch, capsys):
+    """``recipes/scenes_mini_read.yaml``, shortened, on the files ``write_reading_dataset`` writes:
+    the trunk stage reads the characters' boxes, the OCR stage starts from its weights with the
+    trunk frozen, and the result loads as a Chinese model trained for ``ocr``."""
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    import openofa
+    from openofa.train.cli import main
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "scenes_mini_read.yaml"
+    write_reading_dataset(tmp_path / "data" / "read" / "train", n=16, seed=100000)
+    monkeypatch.chdir(tmp_path)
+    argv = [str(recipe), "--run-dir", "run", "--set", "max_update=2", "--set", "batch_size=4",
+            "--set", "log_every=1", "--set", "progress=false"]
+    assert main(argv) == 0, capsys.readouterr().err
+    trunk = load_file("run/trunk/final/model.safetensors")
+    read = load_file("run/read/final/model.safetensors")
+    resnet = [k for k in trunk if k.startswith("encoder.embed_images.")]
+    assert resnet and all(torch.equal(trunk[k], read[k]) for k in resnet)  # frozen in the OCR stage
+    assert not torch.equal(trunk["decoder.layers.0.fc1.weight"], read["decoder.layers.0.fc1.weight"])
+    m = openofa.load("run/read/final")
+    assert m.tokenizer.language == "zh" and m.trained_tasks() == ["ocr"]
+    assert isinstance(m.ocr(reading_scene(0).line, max_len_b=4), str)
