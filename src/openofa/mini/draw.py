@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openofa.errors import OFAError
-from openofa.mini.scenes import COLORS, SHAPES, Scene, make_scene
+from openofa.mini.scenes import COLORS, SHAPES, Scene, image_folder, make_scene
 
 __all__ = ["DRAW_SIZE", "MAX_OBJECTS", "drawing_scene", "drawing_captions", "caption_for", "write_drawing_dataset",
            "asked_objects", "Verdict", "judge", "DRAW_TEXTS"]
@@ -78,12 +78,7 @@ def write_drawing_dataset(out_dir: str | Path, n: int, seed: int = 0) -> Path:
     ``draw.jsonl``; returns the JSONL's path."""
     from openofa.vision.transforms import resize_bicubic
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise OFAError(f"draw: n must be an integer >= 1, got {n!r}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OFAError(f"draw: {out} is a file, not a folder")
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    out = image_folder("draw", out_dir, n)
     path = out / "draw.jsonl"
     with path.open("w", encoding="utf-8") as fh:
         for s in range(seed, seed + n):

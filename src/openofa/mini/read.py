@@ -29,7 +29,7 @@ from pathlib import Path
 from PIL import Image
 
 from openofa.errors import OFAError
-from openofa.mini.scenes import COLORS, NUMBER_WORDS, SHAPES
+from openofa.mini.scenes import COLORS, NUMBER_WORDS, SHAPES, image_folder
 
 __all__ = ["READ_SIZE", "KINDS", "SCENE_WORDS", "reading_text", "render_text", "Reading", "reading_scene",
            "write_reading_dataset"]
@@ -122,12 +122,7 @@ def write_reading_dataset(out_dir: str | Path, n: int, seed: int = 0) -> Path:
     the OCR task's JSONL layout) and ``detection.jsonl`` (every character's box and the
     character as its name, for the trunk stage, :mod:`openofa.mini.trunk`); returns the OCR
     file's path."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise OFAError(f"read: n must be an integer >= 1, got {n!r}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OFAError(f"read: {out} is a file, not a folder")
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    out = image_folder("read", out_dir, n)
     path = out / "ocr.jsonl"
     with path.open("w", encoding="utf-8") as fh, (out / "detection.jsonl").open("w", encoding="utf-8") as det:
         for s in range(seed, seed + n):

@@ -232,6 +232,20 @@ def make_scene(seed: int, size: tuple[int, int] = (256, 256), min_objects: int =
     return Scene(img, shapes, seed, bg)
 
 
+def image_folder(what: str, out_dir: str | Path, n: int | None = None) -> Path:
+    """``out_dir`` with its ``images/`` folder made, for a data writer named ``what``; ``n`` (when
+    given) is checked to be a count of at least one. Both problems are one-line errors."""
+    from openofa.errors import OFAError
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise OFAError(f"{what}: n must be an integer >= 1, got {n!r}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OFAError(f"{what}: {out} is a file, not a folder")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 256),
                   questions: int | None = None, image_size: int | None = None,
                   size_questions: bool = False) -> dict[str, Path]:
@@ -258,10 +272,7 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, size: tuple[int, i
     for name, value, low in (("n", n, 1), ("questions", questions, 0), ("image_size", image_size, 16)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise OFAError(f"scenes: {name} must be an integer >= {low}, got {value!r}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OFAError(f"scenes: {out} is a file, not a folder")
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    out = image_folder("scenes", out_dir)
     files = {t: out / f"{t}.jsonl" for t in ("caption", "vqa", "ground", "detection")}
     if size_questions:
         files["vqa_size"] = out / "vqa_size.jsonl"
