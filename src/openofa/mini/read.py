@@ -6,8 +6,9 @@ reads one short line of text: a word of the scenes (``"circle"``, ``"purple"``),
 two to six letters (``"kelto"``), or a number of one to five digits (``"4071"``), drawn in the
 scenes' dark colours on one of their light backgrounds (plain, gradient, stripes, noise) in
 Pillow's own scalable font (Aileron, bundled with Pillow since 10.1, so nothing is installed),
-at 18 to 34 pixels, slightly shifted. Made-up words and numbers are drawn at random, so the held-out
-rows are almost all strings the model never saw: it reads letters, not whole words.
+at 18 to 34 pixels, slightly shifted. Made-up words and numbers are drawn at random, so most
+held-out made-up words and longer numbers are strings the model never saw: it reads letters, not
+whole words.
 
 The model is an OFA of the ``mini-read`` size: the Chinese OCR checkpoints' layout (the BERT
 vocabulary, ``bpe=bert``, the prompt ``图片上的文字是什么?``, spaces removed from the answer) with a
