@@ -103,7 +103,7 @@ def draw_example(out: Path, model: str, dtype: str = "fp32", samples: int = 4) -
     return paths
 
 
-READING = ("hello", "2026")
+READING = ("Hello", "2026")
 
 
 def read_example(out: Path, model: str, dtype: str = "fp32") -> list[str]:

@@ -2,8 +2,8 @@
 files, and the texts it is judged on.
 
 The project's own text-recognition model (``mini-read``, shipped in ``openofa/weights/mini_read``)
-reads one short line of text: a word of the scenes (``"circle"``, ``"purple"``), a made-up word of
-two to six letters (``"kelto"``), or a number of one to five digits (``"4071"``), drawn in the
+reads one short line of text: a word of the scenes (``"circle"``, ``"Purple"``), a made-up word of
+two to six letters (``"kelto"``, ``"QUIB"``), or a number of one to five digits (``"4071"``), drawn in the
 scenes' dark colours on one of their light backgrounds (plain, gradient, stripes, noise) in
 Pillow's own scalable font (Aileron, bundled with Pillow since 10.1, so nothing is installed),
 at 18 to 34 pixels, slightly shifted. Made-up words and numbers are drawn at random, so most
@@ -45,16 +45,21 @@ _FONT_SIZES = (18, 34)
 
 
 def reading_text(seed: int) -> tuple[str, str]:
-    """The text of seed ``seed`` and its kind (:data:`KINDS`): a scene word, a made-up word of 2-6
-    letters, or a number of 1-5 digits, in equal parts."""
+    """The text of seed ``seed`` as drawn and its kind (:data:`KINDS`): a scene word, a made-up
+    word of 2-6 letters, or a number of 1-5 digits, in equal parts; words are in lower case
+    (60%), capitalised (20%) or upper case (20%). The model answers in lower case (the OCR task's
+    target normalisation, as the original's)."""
     rng = random.Random(seed * 7919 + 5)
     kind = KINDS[rng.randrange(3)]
+    if kind == "number":
+        digits = rng.randint(1, 5)
+        return str(rng.randrange(10 ** (digits - 1) if digits > 1 else 0, 10 ** digits)), kind
     if kind == "word":
-        return rng.choice(SCENE_WORDS), kind
-    if kind == "madeup":
-        return "".join(rng.choice(_LETTERS) for _ in range(rng.randint(2, 6))), kind
-    digits = rng.randint(1, 5)
-    return str(rng.randrange(10 ** (digits - 1) if digits > 1 else 0, 10 ** digits)), kind
+        word = rng.choice(SCENE_WORDS)
+    else:
+        word = "".join(rng.choice(_LETTERS) for _ in range(rng.randint(2, 6)))
+    case = rng.random()
+    return (word if case < 0.6 else word.capitalize() if case < 0.8 else word.upper()), kind
 
 
 def _font(size: int):
@@ -98,10 +103,17 @@ class Reading:
 
     seed: int
     line: Image.Image  # the rendered text line
-    text: str
+    text: str  # as drawn
     kind: str
     square: Image.Image  # the line as the OCR task gives it to the model (centred, READ_SIZE)
     boxes: list[tuple[float, float, float, float]]  # each character's box in the square
+
+    @property
+    def answer(self) -> str:
+        """What the model should read: the text as the OCR task normalises targets (lower case)."""
+        from openofa.tasks.ocr import normalize_text
+
+        return normalize_text(self.text)
 
 
 def reading_scene(seed: int, size: int = READ_SIZE) -> Reading:
@@ -121,7 +133,7 @@ def write_reading_dataset(out_dir: str | Path, n: int, seed: int = 0) -> Path:
     (the text lines as the OCR task centres them in a ``READ_SIZE`` square, so that every stage
     of the recipe sees the same pixels), ``ocr.jsonl`` (``id``, ``image``, ``text``, ``kind``:
     the OCR task's JSONL layout) and ``detection.jsonl`` (every character's box and the
-    character as its name, for the trunk stage, :mod:`openofa.mini.trunk`); returns the OCR
+    character, in lower case, as its name, for the trunk stage, :mod:`openofa.mini.trunk`); returns the OCR
     file's path."""
     out = image_folder("read", out_dir, n)
     path = out / "ocr.jsonl"
@@ -131,6 +143,6 @@ def write_reading_dataset(out_dir: str | Path, n: int, seed: int = 0) -> Path:
             name = f"images/read_{s:07d}.png"
             r.square.save(out / name)
             fh.write(json.dumps({"id": s, "image": name, "text": r.text, "kind": r.kind}) + "\n")
-            objects = [[round(v, 1) for v in b] + [k, c] for k, (b, c) in enumerate(zip(r.boxes, r.text))]
+            objects = [[round(v, 1) for v in b] + [k, c] for k, (b, c) in enumerate(zip(r.boxes, r.answer))]
             det.write(json.dumps({"id": s, "image": name, "objects": objects}) + "\n")
     return path
