@@ -92,3 +92,11 @@ def test_eval_ocr_uses_the_reading_model(tmp_path, capsys):
     assert "reading model" in captured.err
     metrics = json.loads(captured.out)
     assert metrics["accuracy"] >= ACCURACY_FLOOR and metrics["1-NED"] >= metrics["accuracy"]
+
+
+def test_the_small_model_points_to_the_reading_model():
+    import openofa
+    from openofa.errors import OFAError
+
+    with pytest.raises(OFAError, match=r"was not trained for ocr .*openofa\.load\('mini-read'\)"):
+        openofa.load().ocr(reading_scene(0).line)

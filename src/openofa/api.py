@@ -356,8 +356,13 @@ class OFA:
                            f"{', '.join(task.languages)} only (as in the original)")
         trained = self.trained_tasks()
         if trained is not None and task.name not in trained and not self.any_task:
+            from openofa.weights import TASK_MODELS, bundled_model
+
+            own = TASK_MODELS.get(task.name)
+            hint = (f"; the project's own model for it is openofa.load({own!r})"
+                    if own is not None and self.is_bundled() and bundled_model(own) is not None else "")
             raise OFAError(f"{task.name}: this model was not trained for {task.name} (it was trained for "
-                           f"{', '.join(trained)}); pass any_task=True (--any-task) to run it anyway")
+                           f"{', '.join(trained)}){hint}; pass any_task=True (--any-task) to run it anyway")
         bs = self.batch_size if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise OFAError(f"batch size must be a positive integer, got {bs!r}")
