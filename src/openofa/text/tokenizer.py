@@ -391,10 +391,8 @@ def _derived_tokenizer(language: str, dictionary: Dictionary, name: str | None =
         return OFATokenizer(language, dictionary, base._backend, base._gpt2_tokens)
     from tokenizers import models
 
-    from openofa.text.dictionary import text_vocab_path
-
-    pieces = ["[UNK]"] + [line.rsplit(" ", 1)[0] for line in text_vocab_path(language, name).read_text(
-        encoding="utf-8").splitlines() if line.strip()]
+    # the subset's text symbols: after the specials, before <mask>, codes and bins
+    pieces = ["[UNK]"] + [dictionary.symbol(i) for i in range(dictionary.nspecial, dictionary.mask_index)]
     vocab = {p: i for i, p in enumerate(dict.fromkeys(pieces))}
     model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
     return OFATokenizer(language, dictionary, _bert_backend(model))
