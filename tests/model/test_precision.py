@@ -68,3 +68,34 @@ def test_fold_batchnorm_is_for_inference_and_idempotent():
     keys = trunk.state_dict().keys()
     assert not any("bn" in k for k in keys) and "conv1.bias" in keys and "layer1.0.downsample.0.bias" in keys
     assert trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_trunk_path_computes_the_plain_one(dtype, monkeypatch):
+    """A folded trunk at inference on CPU runs each convolution with its ReLU and shortcut as one
+    oneDNN call: the same features as the unfused modules (float32 to rounding, bf16 within its
+    precision); training, autograd and tracing (ONNX export) keep standard operators."""
+    import openofa.model.resnet as resnet
+
+    if not resnet._HAS_FUSED_CONV:
+        pytest.skip("this torch build has no oneDNN convolution fusion")
+    torch.manual_seed(0)
+    trunk = resnet.ResNetTrunk((2, 1, 2), width=8).eval().fold_batchnorm().to(dtype)
+    x = torch.randn(2, 3, 64, 64).to(dtype)
+    calls = []
+    conv = resnet._conv_pointwise
+    monkeypatch.setattr(resnet, "_conv_pointwise", lambda *a: calls.append(a[2]) or conv(*a))
+    with torch.no_grad():
+        fused = trunk(x)
+        assert calls.count("relu") == 1 + 2 * 5 and calls.count("none") == 3  # stem, 2 per block, 3 downsamples
+        monkeypatch.setattr(resnet, "_HAS_FUSED_CONV", False)
+        plain = trunk(x)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert (fused.float() - plain.float()).abs().max().item() <= tol * plain.float().abs().max().item()
+    monkeypatch.setattr(resnet, "_HAS_FUSED_CONV", True)
+    assert not resnet._fusable(x, trunk.layer1[0])  # autograd on
+    with torch.no_grad():
+        assert resnet._fusable(x, trunk.layer1[0])
+        assert not resnet._fusable(x, trunk.train().layer1[0])
+        traced = torch.jit.trace(trunk.eval(), x, check_trace=False)
+    assert "mkldnn" not in str(traced.inlined_graph)

