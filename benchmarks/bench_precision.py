@@ -3,8 +3,12 @@ against float32 on the bundled model's held-out sets and on the golden fixtures.
 
 Modes: ``fp32``; ``bf16`` (image trunk and encoder in bf16, decoder float32; only where
 ``openofa.precision.cpu_bf16_speedup`` says this CPU computes bf16 faster, else reported as
-skipped with the probe's figure); ``bf16-all`` (the decoder in bf16 too, same condition); ``int8`` (the decoder's linear layers in int8, what
-``dtype="int8"`` loads); ``int8-all`` (the encoder's linear layers too, to show which half pays).
+skipped with the probe's figure); ``bf16-all`` (the decoder in bf16 too, same condition);
+``int8`` (the image trunk in static int8, the rest float32: what ``dtype="int8"`` loads,
+calibrated on the project's scenes); ``int8-bf16`` (the int8 trunk, the encoder in bf16, the
+decoder float32: ``dtype="int8-bf16"``); ``int8-bf16-all`` (the decoder in bf16 too); ``int8-linears`` (the decoder's linear layers in dynamic int8, the rest float32) and
+``int8-linears-all`` (the encoder's linear layers too): the dynamic int8 of linear layers, to show
+what it pays.
 
 Speed: caption generation, beam 5, at most 16 tokens, no-repeat trigram, batch 1 and 8, on the
 bundled model (256x256 images) and on the tiny recipe model (384x384); the modes run round-robin
@@ -30,20 +34,28 @@ from pathlib import Path
 
 import torch
 
-MODES = ("fp32", "bf16", "bf16-all", "int8", "int8-all")
+MODES = ("fp32", "bf16", "bf16-all", "int8", "int8-bf16", "int8-bf16-all", "int8-linears", "int8-linears-all")
 
 
-def apply_mode(model, mode: str):
+def apply_mode(model, mode: str, calibrate=None):
+    """``model`` in ``mode``; ``calibrate(model)`` quantises the int8 modes' trunk (default: on
+    random images, enough for timing)."""
     from openofa.model.int8 import quantize_model
+    from openofa.model.int8_trunk import quantize_trunk
 
-    if mode == "bf16":
+    if mode in ("bf16", "int8-bf16"):
         model.set_precision(torch.bfloat16, torch.float32)
-    elif mode == "bf16-all":
+    elif mode in ("bf16-all", "int8-bf16-all"):
         model.set_precision(torch.bfloat16, torch.bfloat16)
-    elif mode == "int8":
+    elif mode == "int8-linears":
         quantize_model(model)
-    elif mode == "int8-all":
+    elif mode == "int8-linears-all":
         quantize_model(model, encoder=True)
+    if mode in ("int8", "int8-bf16", "int8-bf16-all"):
+        if calibrate is None:
+            quantize_trunk(model, [torch.rand(4, 3, 256, 256, generator=torch.Generator().manual_seed(1)) * 2 - 1])
+        else:
+            calibrate(model)
     model.prepack()
     return model
 
@@ -58,6 +70,19 @@ def recipe_tiny():
     own = model.state_dict()
     model.load_state_dict({k: v for k, v in recipe_state_dict(cfg).items() if k in own})
     return model.eval().fold_batchnorm()
+
+
+def scene_batches(side: int, n: int = 16) -> list:
+    """The default calibration of ``OFA.quantize_trunk`` for a bare model: the project's scenes,
+    normalised with mean and std 0.5 (the models here use that normalisation)."""
+    import numpy as np
+
+    from openofa.mini.scenes import make_scene
+
+    images = [torch.from_numpy(np.asarray(make_scene(1_000_000 + i, size=(side, side)).image, dtype=np.float32))
+              for i in range(n)]
+    x = torch.stack(images).permute(0, 3, 1, 2) / 255.0
+    return [(x[i:i + 8] - 0.5) / 0.5 for i in range(0, n, 8)]
 
 
 def speed_models():
@@ -113,7 +138,7 @@ def held_out(modes) -> list[dict]:
         scores = {}
         for m in modes:
             ofa = OFA.load(prepack=False)
-            apply_mode(ofa.model, m)
+            apply_mode(ofa.model, m, calibrate=lambda model: ofa.quantize_trunk())
             scores[m] = {}
             for task, metric in [("vqa", "VQA accuracy"), ("ground", "Acc@0.5"), ("caption", "CIDEr-D")]:
                 scores[m][metric] = evaluate(ofa, task, files[task], progress=False)[metric]
@@ -125,6 +150,8 @@ def held_out(modes) -> list[dict]:
 
 
 def golden(modes) -> list[dict]:
+    from openofa.model.int8_trunk import quantize_trunk
+
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from support import GOLDEN_GENERATION_CASES, golden_decodes
 
@@ -133,7 +160,8 @@ def golden(modes) -> list[dict]:
     for m in modes:
         if m == "fp32":
             continue
-        model = apply_mode(copy.deepcopy(fp32), m)
+        model = apply_mode(copy.deepcopy(fp32), m,
+                           calibrate=lambda model: quantize_trunk(model, scene_batches(384)))
         for name in GOLDEN_GENERATION_CASES:
             trie, want, got, gap = golden_decodes(fp32, model, name)
             for i, (w, g) in enumerate(zip(want, got)):
@@ -166,7 +194,7 @@ def main(argv=None) -> int:
     modes = ["fp32", *[m for m in args.modes if m != "fp32"]]
     probe = cpu_bf16_speedup()
     print(f"torch {torch.__version__}, {args.threads} threads; bf16 probe: {probe:.2f}x float32")
-    for m in ("bf16", "bf16-all"):
+    for m in ("bf16", "bf16-all", "int8-bf16", "int8-bf16-all"):
         if m in modes and probe < AUTO_MIN_SPEEDUP:
             print(f"{m} skipped: this CPU's bf16 products are not faster (probe {probe:.2f}x < {AUTO_MIN_SPEEDUP}x)")
             modes.remove(m)

@@ -20,7 +20,7 @@ from openofa.checkpoints.settings import TASK_SPECIFIC, ZERO_SHOT, own_task
 from openofa.device import resolve_device
 from openofa.errors import OFAError, OFAWarning
 from openofa.generation import GenerationConfig, SequenceGenerator, Trie, score_candidates
-from openofa.precision import is_int8, resolve_dtype
+from openofa.precision import INT8_MODES, is_int8, resolve_dtype
 from openofa.tasks import Example, Task, get_task
 from openofa.text.tokenizer import OFATokenizer
 from openofa.vision.transforms import IMAGENET_MEAN, IMAGENET_STD, OFA_MEAN, OFA_STD, ImagePreprocess, collate_images
@@ -64,7 +64,8 @@ class OFA:
              dtype: str | torch.dtype | None = None, decoder_dtype: str | torch.dtype | None = None,
              image_size: int | None = None, fold_batchnorm: bool = True, prepack: bool = True,
              zero_shot: bool = False, any_task: bool = False, adapter: str | Path | None = None,
-             merge_adapter: bool = True, early_exit: float | str | tuple | None = None) -> "OFA":
+             merge_adapter: bool = True, early_exit: float | str | tuple | None = None,
+             calibration: Sequence | None = None) -> "OFA":
         """Load an official ``.pt``, a Hugging Face folder or one of ours (see ``openofa.checkpoints``);
         without a path, the project's own small model shipped in the package; a shipped model's name
         (``"mini"``, ``"mini-draw"``, ``"mini-read"``: ``openofa.weights.BUNDLED_MODELS``) loads that one.
@@ -76,7 +77,10 @@ class OFA:
         ``dtype`` sets the image trunk and encoder precision (``auto``: bf16 or fp16 where this
         machine computes them faster, else float32; see ``openofa.precision``); the decoder stays
         float32 unless ``decoder_dtype`` says otherwise (see :meth:`OFAModel.set_precision`).
-        ``int8`` (CPU): the decoder's linear layers in int8, the rest float32 (``openofa.model.int8``). ``fold_batchnorm``
+        ``int8`` (CPU): the image trunk in static int8, the rest float32; ``int8-bf16``: the encoder's
+        transformer in bf16 too (``openofa.model.int8_trunk``:
+        its activation scales come from ``calibration``, images like the ones you will run, paths or
+        PIL images; default: 16 of the project's scenes, see :meth:`quantize_trunk`). ``fold_batchnorm``
         folds the image trunk's BatchNorms into its convolutions (the same outputs up to rounding,
         a faster trunk; ``model.state_dict()`` then lacks the BatchNorm keys): pass False to keep
         the model exactly in the checkpoint's layout. ``prepack`` (CPU) keeps a oneDNN-packed copy
@@ -106,7 +110,7 @@ class OFA:
                                "path (official .pt, HF folder, or ours)")
         int8 = is_int8(dtype)
         if int8 and str(device or "cpu").split(":")[0] not in ("cpu", "auto"):
-            raise OFAError(f"dtype int8 runs on CPU only, not on {device}; use bf16 or fp16 there")
+            raise OFAError(f"dtype {dtype} runs on CPU only, not on {device}; use bf16 or fp16 there")
         device = resolve_device(device)  # before reading weights: a bad device is a one-line error
         exit_thresholds = parse_early_exit(early_exit)  # likewise a bad threshold
         config, state_dict, meta = load_checkpoint(path, ema=ema)
@@ -122,12 +126,8 @@ class OFA:
         model = model.to(device=device).eval()
         if fold_batchnorm:
             model.fold_batchnorm()
-        model.set_precision(resolve_dtype(None if int8 else dtype, model.device),
+        model.set_precision(INT8_MODES[dtype] if int8 else resolve_dtype(dtype, model.device),
                             resolve_dtype(decoder_dtype, model.device))
-        if int8:
-            from openofa.model.int8 import quantize_model
-
-            quantize_model(model)
         if prepack:
             model.prepack()  # CPU: the decoder's large weights laid out once for oneDNN (a no-op elsewhere)
         if early_exit is not None:
@@ -137,8 +137,33 @@ class OFA:
             task["tasks"] = list(dict.fromkeys([*task["tasks"], *adapter_tasks]))
         elif adapter_tasks and own_task(task) is not None:
             task["tasks"] = list(dict.fromkeys([own_task(task), *adapter_tasks]))
-        return cls(model, image_size=image_size, task_settings=task, zero_shot=zero_shot, any_task=any_task,
-                   source=str(path))
+        ofa = cls(model, image_size=image_size, task_settings=task, zero_shot=zero_shot, any_task=any_task,
+                  source=str(path))
+        if int8:
+            ofa.quantize_trunk(calibration)
+        elif calibration is not None:
+            raise OFAError("calibration images are for dtype='int8' (the int8 image trunk's scales)")
+        return ofa
+
+    def quantize_trunk(self, calibration: Sequence | None = None):
+        """Run the image trunk in static int8 (CPU; ``openofa.model.int8_trunk``), its activation
+        scales measured on ``calibration``: images (paths or PIL images) like the ones the model will
+        see, prepared as the model's own task (else captioning) prepares them. Without it, 16 of the project's synthetic
+        scenes: fine for them, while photos brighter or more contrasted than those may saturate
+        (calibrate on a few of your own). Returns the int8 trunk."""
+        from openofa.model.int8_trunk import quantize_trunk
+
+        task = own_task(self.task_settings) or "caption"  # the model's own preprocessing
+        if calibration is None:
+            from openofa.mini.scenes import make_scene
+
+            side = self.task_image_size(self.task(task))
+            calibration = [make_scene(1_000_000 + i, size=(side, side)).image for i in range(16)]
+        images = [self.image_tensor(im, task) for im in calibration]
+        if not images:
+            raise OFAError("calibration needs at least one image")
+        batches = [torch.stack(images[i:i + 8]) for i in range(0, len(images), 8)]
+        return quantize_trunk(self.model, batches)
 
     @property
     def device(self) -> torch.device:

@@ -57,10 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--adapter", help="an adapter folder (LoRA, adapters, prefix or BitFit, peft's layout) "
                         "applied on top of --model")
     common.add_argument("--device", default="cpu")
-    common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "int8", "auto"],
+    common.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "int8", "int8-bf16", "auto"],
                         help="image trunk and encoder precision (the decoder stays fp32, see --decoder-dtype); "
                              "auto: bf16/fp16 where this machine computes them faster, else fp32; "
-                             "int8 (CPU): the decoder's linear layers in int8, the rest fp32")
+                             "int8 (CPU): the image trunk in static int8, the rest fp32 (see --calibration); "
+                             "int8-bf16: the encoder's transformer in bf16 too")
+    common.add_argument("--calibration", action="append", metavar="PATH",
+                        help="with --dtype int8 or int8-bf16: an image or a folder of images (repeatable) like the ones you will run, on which "
+                             "the int8 trunk measures its activation ranges (default: 16 synthetic scenes)")
     common.add_argument("--decoder-dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="decoder precision; bf16 can be faster on hardware with a fast bf16 unit but "
                              "can flip near-ties")
@@ -291,9 +295,27 @@ def _load(args: argparse.Namespace):
     ofa = OFA.load(model, ema=args.ema, device=args.device, dtype=args.dtype,
                    decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot,
                    any_task=args.any_task, adapter=getattr(args, "adapter", None),
-                   early_exit=getattr(args, "early_exit", None))
+                   early_exit=getattr(args, "early_exit", None),
+                   calibration=_calibration_images(getattr(args, "calibration", None)))
     print(f"model: {ofa.describe()}", file=sys.stderr)
     return ofa
+
+
+def _calibration_images(paths: list[str] | None) -> list[str] | None:
+    """--calibration's files, a folder standing for its images (sorted)."""
+    if not paths:
+        return None
+    files: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(str(p))
+        else:
+            raise OFAError(f"--calibration: {p}: no such file or folder")
+    if not files:
+        raise OFAError(f"--calibration: no images in {' '.join(paths)}")
+    return files
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

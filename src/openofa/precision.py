@@ -8,15 +8,17 @@ instead of guessing from CPU flags: on a CPU it times one bf16 and one float32 p
 process and picks bf16 only when it is clearly faster; on CUDA it picks bf16 where the GPU
 supports it, else float16.
 
-``int8`` is not a dtype but a mode (:mod:`openofa.model.int8`, CPU only): the decoder's linear
-layers hold int8 weights and quantise their inputs on the fly; everything else stays float32. It
-changes tokens where float32's top two are close, so it is judged by quality (held-out VQA
-accuracy, Acc@0.5 and CIDEr-D within 1 point of float32, and on the golden fixtures the best
-hypothesis equal to float32's except where float32 scores its own and int8's within
-:data:`INT8_TIE_MARGIN` of each other), and
-``auto`` takes it only where both that quality rule and a measured speed-up hold: on the machines
-measured so far (docs/benchmarks.md, "Reduced precision") the rule did not hold on every set, so
-``auto`` never picks int8 (``resolve_dtype`` refuses the name; :func:`is_int8` tells it apart).
+``int8`` is not a dtype but a mode (CPU only): the image trunk runs in static int8
+(:mod:`openofa.model.int8_trunk`), everything else in float32; ``int8-bf16`` runs the encoder's
+transformer in bf16 as well (the decoder stays float32, as with ``bf16``). It changes tokens where float32's
+top two are close, so it is judged by quality (held-out VQA accuracy, Acc@0.5 and CIDEr-D within
+1 point of float32, and on the golden fixtures the best hypothesis equal to float32's except where
+float32 scores its own and int8's within :data:`INT8_TIE_MARGIN` of each other), which it meets
+(docs/benchmarks.md, "Reduced precision"). ``auto`` does not pick it all the same: its activation
+scales come from calibration images, and inputs unlike them saturate, so it is a choice to make
+with one's own images (``resolve_dtype`` refuses the name; :func:`is_int8` tells it apart). The
+dynamic int8 of the decoder's linear layers (:mod:`openofa.model.int8`), measured too, paid
+nothing and is not a mode.
 """
 
 from __future__ import annotations
@@ -41,9 +43,13 @@ AUTO_MIN_SPEEDUP = 1.3
 INT8_TIE_MARGIN = 0.05
 
 
+#: the int8 modes: the image trunk in int8 and the encoder's transformer in float32 or bf16
+INT8_MODES = {"int8": torch.float32, "qint8": torch.float32, "int8-bf16": torch.bfloat16}
+
+
 def is_int8(dtype) -> bool:
-    """Whether ``dtype`` names the int8 mode (``int8``/``qint8``) rather than a floating dtype."""
-    return isinstance(dtype, str) and dtype in ("int8", "qint8")
+    """Whether ``dtype`` names an int8 mode (``int8``, ``int8-bf16``) rather than a floating dtype."""
+    return isinstance(dtype, str) and dtype in INT8_MODES
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
@@ -56,7 +62,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | 
     if dtype == "auto":
         return fast_dtype(device)
     if is_int8(dtype):
-        raise OFAError("int8 quantises the linear layers of a loaded model: pass dtype='int8' to OFA.load")
+        raise OFAError("int8 quantises the image trunk of a loaded model: pass dtype='int8' to OFA.load")
     if dtype not in DTYPES:
         raise OFAError(f"unknown dtype {dtype!r}; expected one of fp32, bf16, fp16, auto")
     return DTYPES[dtype]

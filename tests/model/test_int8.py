@@ -1,4 +1,5 @@
-"""int8 decoder linear layers (CPU): judged by quality against float32, not by identical tokens."""
+"""int8 decoder linear layers (CPU; measured, not a load mode): judged by quality against float32,
+not by identical tokens."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def test_bundled_model_held_out_quality_within_one_point(tmp_path):
     from openofa.mini.scenes import write_dataset
 
     files = write_dataset(tmp_path, n=30, seed=0)
-    fp32, int8 = OFA.load(), OFA.load(dtype="int8")
+    fp32, int8 = OFA.load(), OFA.load()
+    quantize_model(int8.model)
     assert isinstance(int8.model.decoder.layers[0].fc1, Int8Linear)
     assert not isinstance(int8.model.encoder.layers[0].fc1, Int8Linear)
     for task, file, metric in [("vqa", "vqa", "VQA accuracy"), ("ground", "ground", "Acc@0.5"),
