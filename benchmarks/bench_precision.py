@@ -5,7 +5,7 @@ Modes: ``fp32``; ``bf16`` (image trunk and encoder in bf16, decoder float32; onl
 ``openofa.precision.cpu_bf16_speedup`` says this CPU computes bf16 faster, else reported as
 skipped with the probe's figure); ``bf16-all`` (the decoder in bf16 too, same condition);
 ``int8`` (the image trunk in static int8, the rest float32: what ``dtype="int8"`` loads,
-calibrated on the project's scenes); ``int8-bf16`` (the int8 trunk, the encoder in bf16, the
+calibrated on its default synthetic pictures); ``int8-bf16`` (the int8 trunk, the encoder in bf16, the
 decoder float32: ``dtype="int8-bf16"``); ``int8-bf16-all`` (the decoder in bf16 too); ``int8-linears`` (the decoder's linear layers in dynamic int8, the rest float32) and
 ``int8-linears-all`` (the encoder's linear layers too): the dynamic int8 of linear layers, to show
 what it pays.
@@ -14,7 +14,9 @@ Speed: caption generation, beam 5, at most 16 tokens, no-repeat trigram, batch 1
 bundled model (256x256 images) and on the tiny recipe model (384x384); the modes run round-robin
 in one process, ``--rounds`` times, best time kept, so a shared machine's drift hits all alike.
 Quality: VQA accuracy, Acc@0.5 and CIDEr-D on ``openofa.mini.scenes.write_dataset(n=60, seed=0)``
-(deltas in points against float32), and on the golden generation cases (tiny recipe model) the
+(deltas in points against float32; the int8 trunk calibrated on 16 scenes of other seeds, as a
+user calibrates on their own images, or with ``--default-calibration`` on the default synthetic
+pictures), and on the golden generation cases (tiny recipe model) the
 best hypotheses that differ from float32's with float32's score gap between the two
 (``openofa.model.int8.tie_margin``; length-normalised log-probability).
 
@@ -72,16 +74,16 @@ def recipe_tiny():
     return model.eval().fold_batchnorm()
 
 
-def scene_batches(side: int, n: int = 16) -> list:
-    """The default calibration of ``OFA.quantize_trunk`` for a bare model: the project's scenes,
-    normalised with mean and std 0.5 (the models here use that normalisation)."""
+def calibration_batches(side: int, n: int = 16) -> list:
+    """What ``OFA.quantize_trunk`` calibrates on by default, for a bare model: the synthetic
+    pictures of ``openofa.vision.calibration``, normalised with mean and std 0.5 (the models here
+    use that normalisation)."""
     import numpy as np
 
-    from openofa.mini.scenes import make_scene
+    from openofa.vision.calibration import calibration_images
 
-    images = [torch.from_numpy(np.asarray(make_scene(1_000_000 + i, size=(side, side)).image, dtype=np.float32))
-              for i in range(n)]
-    x = torch.stack(images).permute(0, 3, 1, 2) / 255.0
+    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in calibration_images(n, side)]))
+    x = x.permute(0, 3, 1, 2) / 255.0
     return [(x[i:i + 8] - 0.5) / 0.5 for i in range(0, n, 8)]
 
 
@@ -127,18 +129,21 @@ def speed(modes, rounds: int, batches) -> list[dict]:
     return rows
 
 
-def held_out(modes) -> list[dict]:
+def held_out(modes, default_calibration: bool = False) -> list[dict]:
     from openofa import OFA
     from openofa.evaluate import evaluate
-    from openofa.mini.scenes import write_dataset
+    from openofa.mini.scenes import make_scene, write_dataset
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         files = write_dataset(tmp, n=60, seed=0)
         scores = {}
+        # the int8 trunk calibrated as a user would: on 16 images like the ones it will see (scenes of
+        # other seeds than the held-out ones), or on the default synthetic pictures
+        scenes = None if default_calibration else [make_scene(1_000_000 + i).image for i in range(16)]
         for m in modes:
             ofa = OFA.load(prepack=False)
-            apply_mode(ofa.model, m, calibrate=lambda model: ofa.quantize_trunk())
+            apply_mode(ofa.model, m, calibrate=lambda model: ofa.quantize_trunk(scenes))
             scores[m] = {}
             for task, metric in [("vqa", "VQA accuracy"), ("ground", "Acc@0.5"), ("caption", "CIDEr-D")]:
                 scores[m][metric] = evaluate(ofa, task, files[task], progress=False)[metric]
@@ -161,7 +166,7 @@ def golden(modes) -> list[dict]:
         if m == "fp32":
             continue
         model = apply_mode(copy.deepcopy(fp32), m,
-                           calibrate=lambda model: quantize_trunk(model, scene_batches(384)))
+                           calibrate=lambda model: quantize_trunk(model, calibration_batches(384)))
         for name in GOLDEN_GENERATION_CASES:
             trie, want, got, gap = golden_decodes(fp32, model, name)
             for i, (w, g) in enumerate(zip(want, got)):
@@ -182,6 +187,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--default-calibration", action="store_true",
+                    help="held-out quality with the int8 trunk calibrated on its default synthetic pictures "
+                         "instead of 16 scenes like the held-out ones")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
 
@@ -204,7 +212,7 @@ def main(argv=None) -> int:
         result["speed"] = speed(modes, args.rounds, args.batches)
     if not args.skip_quality:
         print("\nheld-out quality (bundled model, 60 scenes), points; in brackets against fp32")
-        result["held_out"] = held_out(modes)
+        result["held_out"] = held_out(modes, args.default_calibration)
         print("\ngolden generation cases (tiny recipe model)")
         result["golden"] = golden(modes)
     if args.json:

@@ -80,7 +80,7 @@ class OFA:
         ``int8`` (CPU): the image trunk in static int8, the rest float32; ``int8-bf16``: the encoder's
         transformer in bf16 too (``openofa.model.int8_trunk``:
         its activation scales come from ``calibration``, images like the ones you will run, paths or
-        PIL images; default: 16 of the project's scenes, see :meth:`quantize_trunk`). ``fold_batchnorm``
+        PIL images; default: 16 synthetic pictures, see :meth:`quantize_trunk`). ``fold_batchnorm``
         folds the image trunk's BatchNorms into its convolutions (the same outputs up to rounding,
         a faster trunk; ``model.state_dict()`` then lacks the BatchNorm keys): pass False to keep
         the model exactly in the checkpoint's layout. ``prepack`` (CPU) keeps a oneDNN-packed copy
@@ -148,17 +148,16 @@ class OFA:
     def quantize_trunk(self, calibration: Sequence | None = None):
         """Run the image trunk in static int8 (CPU; ``openofa.model.int8_trunk``), its activation
         scales measured on ``calibration``: images (paths or PIL images) like the ones the model will
-        see, prepared as the model's own task (else captioning) prepares them. Without it, 16 of the project's synthetic
-        scenes: fine for them, while photos brighter or more contrasted than those may saturate
-        (calibrate on a few of your own). Returns the int8 trunk."""
+        see, prepared as the model's own task (else captioning) prepares them. Without it, 16
+        synthetic pictures that span the whole pixel range (``openofa.vision.calibration``):
+        generous ranges, so a few of your own images usually do better. Returns the int8 trunk."""
         from openofa.model.int8_trunk import quantize_trunk
 
         task = own_task(self.task_settings) or "caption"  # the model's own preprocessing
         if calibration is None:
-            from openofa.mini.scenes import make_scene
+            from openofa.vision.calibration import calibration_images
 
-            side = self.task_image_size(self.task(task))
-            calibration = [make_scene(1_000_000 + i, size=(side, side)).image for i in range(16)]
+            calibration = calibration_images(16, self.task_image_size(self.task(task)))
         images = [self.image_tensor(im, task) for im in calibration]
         if not images:
             raise OFAError("calibration needs at least one image")

@@ -17,19 +17,29 @@ from support import GOLDEN_GENERATION_CASES, golden_decodes
 pytestmark = pytest.mark.skipif(not int8_trunk_available(), reason="this PyTorch build has no oneDNN int8 convolutions")
 
 
+def normalised(images) -> torch.Tensor:
+    """PIL images as the recipe models' inputs (mean and std 0.5)."""
+    x = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
+    return (torch.from_numpy(x).permute(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
+
+
 def scenes(side: int, n: int = 8, seed: int = 1_000_000) -> torch.Tensor:
-    """Scenes normalised as the recipe models' images are (mean and std 0.5)."""
     from openofa.mini.scenes import make_scene
 
-    x = np.stack([np.asarray(make_scene(seed + i, size=(side, side)).image, dtype=np.float32) for i in range(n)])
-    return (torch.from_numpy(x).permute(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
+    return normalised([make_scene(seed + i, size=(side, side)).image for i in range(n)])
+
+
+def default_calibration(side: int) -> torch.Tensor:
+    from openofa.vision.calibration import calibration_images
+
+    return normalised(calibration_images(16, side))
 
 
 @pytest.fixture(scope="module")
 def pair(tiny_model):
     fp32 = copy.deepcopy(tiny_model).fold_batchnorm()
     int8 = copy.deepcopy(fp32)
-    trunk = quantize_trunk(int8, [scenes(384)])
+    trunk = quantize_trunk(int8, [default_calibration(384)])  # what OFA.load(dtype="int8") calibrates on
     assert int8.encoder.embed_images is trunk and isinstance(trunk, Int8Trunk)
     assert quantize_trunk(int8, [scenes(384)]) is trunk  # a second call changes nothing
     return fp32, int8
