@@ -249,6 +249,14 @@ def test_prefix_tuning_is_refused(ofa, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_an_int8_model_is_refused(tmp_path):
+    from openofa import OFA
+
+    with pytest.raises(OFAError, match="needs a float32 model"):
+        export_onnx(OFA.load(dtype="int8"), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_command_writes_a_folder_and_rejects_bad_input(tmp_path, capsys):
     out = tmp_path / "graphs"
     assert main(["export", "onnx", str(out)]) == 0

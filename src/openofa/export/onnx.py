@@ -72,7 +72,11 @@ def _check_exportable(model: OFAModel) -> None:
         raise OFAError("ONNX export: prefix tuning (encoder/decoder prompts) is not exported; merge or drop it first")
     if model.device.type != "cpu":
         raise OFAError(f"ONNX export runs on the CPU; the model is on {model.device}")
-    if model.dtype != torch.float32 or model.encoder_dtype != torch.float32:
+    from openofa.model.int8 import Int8Linear
+    from openofa.model.int8_trunk import Int8Trunk
+
+    quantized = any(isinstance(m, (Int8Linear, Int8Trunk)) for m in model.modules())
+    if quantized or model.dtype != torch.float32 or model.encoder_dtype != torch.float32:
         raise OFAError("ONNX export needs a float32 model (load it with the default dtype)")
 
 
