@@ -10,8 +10,7 @@ import torch
 
 from openofa.errors import OFAError
 from openofa.model.int8 import Int8Linear, quantize_model
-from openofa.precision import INT8_TIE_MARGIN
-from support import GOLDEN_GENERATION_CASES, golden_decodes
+from support import GOLDEN_GENERATION_CASES, check_golden_near_ties
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +40,7 @@ def test_int8_layer_is_close_to_float32_but_not_equal():
 
 @pytest.mark.parametrize("name", GOLDEN_GENERATION_CASES)
 def test_golden_best_hypotheses_equal_float32_except_near_ties(pair, name):
-    fp32, int8 = pair
-    trie, want, got, margin = golden_decodes(fp32, int8, name)
-    for i, (w, g) in enumerate(zip(want, got)):
-        a, b = w[0].tokens.tolist(), g[0].tokens.tolist()
-        assert g[0].score == pytest.approx(w[0].score, abs=0.1), name
-        if a != b:
-            assert trie is None, f"{name}: the answer trie's scores are not re-scored here"
-            assert margin(i, a, b) < INT8_TIE_MARGIN, (name, i, margin(i, a, b))
+    check_golden_near_ties(*pair, name)
 
 
 def test_bundled_model_held_out_quality_within_one_point(tmp_path):

@@ -11,8 +11,7 @@ import torch
 
 from openofa.errors import OFAError
 from openofa.model.int8_trunk import Int8Trunk, activation_max, calibrate, int8_trunk_available, quantize_trunk
-from openofa.precision import INT8_TIE_MARGIN
-from support import GOLDEN_GENERATION_CASES, golden_decodes
+from support import GOLDEN_GENERATION_CASES, check_golden_near_ties
 
 pytestmark = pytest.mark.skipif(not int8_trunk_available(), reason="this PyTorch build has no oneDNN int8 convolutions")
 
@@ -75,14 +74,7 @@ def test_calibration_measures_what_the_float_trunk_computes(tiny_model):
 
 @pytest.mark.parametrize("name", GOLDEN_GENERATION_CASES)
 def test_golden_best_hypotheses_equal_float32_except_near_ties(pair, name):
-    fp32, int8 = pair
-    trie, want, got, margin = golden_decodes(fp32, int8, name)
-    for i, (w, g) in enumerate(zip(want, got)):
-        a, b = w[0].tokens.tolist(), g[0].tokens.tolist()
-        assert g[0].score == pytest.approx(w[0].score, abs=0.1), name
-        if a != b:
-            assert trie is None, f"{name}: the answer trie's scores are not re-scored here"
-            assert margin(i, a, b) < INT8_TIE_MARGIN, (name, i, margin(i, a, b))
+    check_golden_near_ties(*pair, name)
 
 
 def test_bundled_model_held_out_quality_within_one_point(tmp_path):
