@@ -55,7 +55,8 @@ def test_int8_features_are_close_to_float32_but_not_equal(pair):
     err = ((got - want).norm() / want.norm()).item()
     assert 0 < err < 0.08, err  # really quantised, and within a few percent (docs/benchmarks.md)
     # bf16 images quantise from bf16 pixels: a few codes move, the features come out in bf16
-    assert ((got_bf16.float() - got).norm() / got.norm()).item() < 0.05
+    # (within the same envelope; 7-bit activations, on CPUs without VNNI, move more codes)
+    assert ((got_bf16.float() - got).norm() / got.norm()).item() < 0.08
 
 
 def test_calibration_measures_what_the_float_trunk_computes(tiny_model):
