@@ -75,16 +75,36 @@ def test_copies_and_pickles_drop_the_packed_weight():
     assert set(lin.state_dict()) == {"weight", "bias"}
 
 
-def test_model_prepack_packs_the_output_projection_and_keeps_the_golden_tokens(tiny_model):
+def test_model_prepack_packs_the_output_projection_and_keeps_the_golden_tokens(tiny_model, monkeypatch):
+    import openofa.model.ofa as ofa_module
+
+    n_linear = sum(isinstance(m, Linear) for m in tiny_model.decoder.modules())
     for precision in ("fp32", "bf16"):
         model = copy.deepcopy(tiny_model).fold_batchnorm()
         if precision == "bf16":
             model.set_precision(torch.bfloat16, torch.float32)
-        # tiny's float32 weights below 2^20 elements stay plain: only the output projection packs
-        assert model.prepack() == 1 and model.decoder.output_projection.is_packed
+        # without the probe, tiny's float32 weights below 2^20 elements stay plain
+        assert model.prepack(probe=False) == 1 and model.decoder.output_projection.is_packed
         assert not model.decoder.layers[0].fc1.is_packed
         for name in GOLDEN_GENERATION_CASES:
             check_golden_tokens(model, name)
+        # every weight packed, as the probe may choose on some CPU: the same tokens
+        assert model.prepack(min_fp32_size=0) == n_linear
+        for name in GOLDEN_GENERATION_CASES:
+            check_golden_tokens(model, name)
+    # with the probe, the smaller float32 weights pack where it measured the packed product faster
+    monkeypatch.setattr(ofa_module, "packed_is_faster", lambda out, inp: (out, inp) == (1024, 256))
+    model = copy.deepcopy(tiny_model)
+    assert model.prepack() == 1 + len(model.decoder.layers)  # the output projection and every fc1
+    assert model.decoder.layers[0].fc1.is_packed and not model.decoder.layers[0].fc2.is_packed
     full = copy.deepcopy(tiny_model).set_precision(torch.bfloat16, torch.bfloat16)
-    assert full.prepack() == sum(isinstance(m, Linear) for m in full.decoder.modules())
+    assert full.prepack() == n_linear
 
+
+def test_the_packing_probe_answers_per_shape_once():
+    from openofa.model.linear import packed_is_faster, packing_available
+
+    packed_is_faster.cache_clear()
+    first = packed_is_faster(64, 32)
+    assert packed_is_faster(64, 32) is first and packed_is_faster.cache_info().hits == 1
+    assert isinstance(first, bool) and (packing_available() or first is False)

@@ -17,6 +17,9 @@ deep copies. State-dict keys are those of ``nn.Linear``.
 
 from __future__ import annotations
 
+import functools
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +29,41 @@ def packing_available() -> bool:
     """Whether this PyTorch build has the oneDNN linear kernels that take pre-packed weights."""
     return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+@functools.lru_cache(maxsize=None)
+def packed_is_faster(out_features: int, in_features: int, dtype: torch.dtype = torch.float32, rows: int = 5,
+                     reps: int = 15) -> bool:
+    """Whether, on this CPU with the current thread count, a ``rows``-row product with an
+    (``out_features`` x ``in_features``) weight runs faster through the packed oneDNN kernel than
+    through ``F.linear``: timed once per process and shape (best of ``reps`` each, about a
+    millisecond). The answer depends on the CPU: on the AMD EPYC of the development machine MKL's
+    small products were 1.3x-4x slower than the packed ones from 512x512 and 256x1024 weights up
+    (faster only at 256x256), while on an earlier day's CPU the plain product held its own below
+    2^20 elements (docs/design.md)."""
+    if not packing_available():
+        return False
+    with torch.inference_mode():
+        x = torch.randn(rows, in_features, dtype=dtype)
+        w = torch.randn(out_features, in_features, dtype=dtype)
+        b = torch.randn(out_features, dtype=dtype)
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(w)
+        except RuntimeError:
+            return False
+
+        def best(f) -> float:
+            f()
+            times = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t)
+            return min(times)
+
+        plain = best(lambda: F.linear(x, w, b))
+        fast = best(lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], ""))
+    return fast < 0.9 * plain
 
 
 def _weight_key(w: torch.Tensor) -> tuple:

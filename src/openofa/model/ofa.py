@@ -14,7 +14,7 @@ from openofa.config import OFAConfig
 from openofa.errors import OFAError
 from openofa.model.decoder import Decoder, DecoderCache
 from openofa.model.encoder import Encoder, EncoderOutput
-from openofa.model.linear import Linear
+from openofa.model.linear import Linear, packed_is_faster
 
 
 class OFAModel(nn.Module):
@@ -51,18 +51,21 @@ class OFAModel(nn.Module):
             trunk.fold_batchnorm()
         return self
 
-    def prepack(self, min_fp32_size: int = 1 << 20) -> int:
+    def prepack(self, min_fp32_size: int = 1 << 20, probe: bool = True) -> int:
         """Inference on CPU: pre-pack the decoder's weights for oneDNN (see
         :mod:`openofa.model.linear`), the ones read at every generated token. bf16 weights are
         all packed; float32 ones from ``min_fp32_size`` elements up (the output projection, base's
-        FFN and larger), since below that the plain product is as fast. Call it after
-        :meth:`set_precision` and ``.to()``: a weight changed after packing falls back to the plain
-        product. Returns how many weights were packed."""
+        FFN and larger), and smaller ones where :func:`~openofa.model.linear.packed_is_faster`
+        measures the packed product faster on this CPU (``probe``; once per shape and process).
+        Call it after :meth:`set_precision` and ``.to()``: a weight changed after packing falls
+        back to the plain product. Returns how many weights were packed."""
         packed = 0
         for m in self.decoder.modules():
             if isinstance(m, Linear):
                 w = m.weight
-                if w.dtype == torch.bfloat16 or w.numel() >= min_fp32_size:
+                if (w.dtype == torch.bfloat16 or w.numel() >= min_fp32_size
+                        or (probe and w.device.type == "cpu" and w.dtype == torch.float32
+                            and packed_is_faster(*w.shape))):
                     packed += m.prepack()
                 else:
                     m.unpack()
