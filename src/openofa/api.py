@@ -85,7 +85,8 @@ class OFA:
         a faster trunk; ``model.state_dict()`` then lacks the BatchNorm keys): pass False to keep
         the model exactly in the checkpoint's layout. ``prepack`` (CPU) keeps a oneDNN-packed copy
         of the decoder's large weights (:meth:`OFAModel.prepack`): faster decoding for one more copy
-        of those weights in memory (61 MB for tiny, 300 MB for base in float32); pass False to save it.
+        of those weights in memory (61-70 MB for tiny, 300-420 MB for base in float32, depending on
+        which smaller weights this CPU multiplies faster packed); pass False to save it.
         ``zero_shot`` applies the original's zero-shot evaluation settings to a pretrained file (VQA:
         480 px, no decoder prompt, open beam 20 with unnormalised scores; grounding: 480 px;
         entailment: 384 px), instead of the pretraining settings the file carries. ``any_task`` runs
