@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 from openofa.errors import OFAError
 from openofa.tasks import TASKS, Task
+from openofa.vision.io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DATA_SUFFIXES = (".tsv", ".jsonl")
 
 
@@ -284,6 +284,7 @@ def _draw_path(folder: Path, name: str, used: set[str]) -> Path:
 def _load(args: argparse.Namespace):
     """The model of the command line, named on stderr (what it is, what it was trained for)."""
     from openofa.api import OFA
+    from openofa.vision.calibration import calibration_files
 
     model = args.model
     if model is None:  # the shipped model for this task (drawing for imagine, reading for ocr)
@@ -296,26 +297,9 @@ def _load(args: argparse.Namespace):
                    decoder_dtype=args.decoder_dtype, image_size=args.image_size, zero_shot=args.zero_shot,
                    any_task=args.any_task, adapter=getattr(args, "adapter", None),
                    early_exit=getattr(args, "early_exit", None),
-                   calibration=_calibration_images(getattr(args, "calibration", None)))
+                   calibration=calibration_files(getattr(args, "calibration", None)))
     print(f"model: {ofa.describe()}", file=sys.stderr)
     return ofa
-
-
-def _calibration_images(paths: list[str] | None) -> list[str] | None:
-    """--calibration's files, a folder standing for its images (sorted)."""
-    if not paths:
-        return None
-    files: list[str] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            files.append(str(p))
-        else:
-            raise OFAError(f"--calibration: {p}: no such file or folder")
-    if not files:
-        raise OFAError(f"--calibration: no images in {' '.join(paths)}")
-    return files
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

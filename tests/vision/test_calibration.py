@@ -17,3 +17,23 @@ def test_calibration_images_are_deterministic_and_span_the_pixel_range():
         assert pixels[..., c].min() == 0 and pixels[..., c].max() == 255
     grey = [im for im in a if np.ptp(np.asarray(im).astype(int), axis=-1).max() == 0]
     assert len(grey) == 2  # every fourth picture is greyscale
+
+
+def test_calibration_files_expand_folders_and_name_what_is_missing(tmp_path):
+    import pytest
+
+    from openofa.errors import OFAError
+    from openofa.vision.calibration import calibration_files
+
+    (tmp_path / "imgs").mkdir()
+    for name in ("b.png", "a.JPG", "notes.txt"):
+        (tmp_path / "imgs" / name).write_bytes(b"x")
+    (tmp_path / "one.png").write_bytes(b"x")
+    assert calibration_files(None) is None and calibration_files([]) is None
+    assert calibration_files([str(tmp_path / "imgs"), str(tmp_path / "one.png")]) == [
+        str(tmp_path / "imgs" / "a.JPG"), str(tmp_path / "imgs" / "b.png"), str(tmp_path / "one.png")]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OFAError, match="no images in"):
+        calibration_files([str(tmp_path / "empty")])
+    with pytest.raises(OFAError, match="gone: no such file or folder"):
+        calibration_files([str(tmp_path / "gone")])

@@ -26,7 +26,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "int8", "int8-bf16", "auto"],
+                   help="as for the other commands (int8, int8-bf16: the image trunk in static int8, CPU)")
+    p.add_argument("--calibration", action="append", metavar="PATH",
+                   help="with --dtype int8 or int8-bf16: an image or a folder of images (repeatable) like the "
+                        "ones the service will get, for the int8 trunk's activation ranges")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--zero-shot", action="store_true")
     p.add_argument("--any-task", action="store_true")
@@ -77,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     if not _loopback(args.host) and not settings.api_key:
         print(f"warning: serving on {args.host} without an API key: anyone who reaches this address can use "
               "the model (set OFA_API_KEY)", file=sys.stderr)
+    from openofa.vision.calibration import calibration_files
+
     ofa = OFA.load(args.model, ema=args.ema, device=args.device, dtype=args.dtype, image_size=args.image_size,
-                   zero_shot=args.zero_shot, any_task=args.any_task)
+                   zero_shot=args.zero_shot, any_task=args.any_task,
+                   calibration=calibration_files(args.calibration))
     print(f"model: {ofa.describe()}", file=sys.stderr)
     app = create_app(ofa, settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

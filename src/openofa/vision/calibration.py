@@ -11,8 +11,13 @@ a range wider than needed costs some resolution, a narrower one clips.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw
+
+from openofa.errors import OFAError
+from openofa.vision.io import IMAGE_SUFFIXES
 
 
 def calibration_images(n: int = 16, side: int = 384, seed: int = 0) -> list[Image.Image]:
@@ -43,3 +48,21 @@ def calibration_images(n: int = 16, side: int = 384, seed: int = 0) -> list[Imag
             a = np.repeat(a.mean(-1, keepdims=True), 3, -1).astype(np.uint8)
         images.append(Image.fromarray(a))
     return images
+
+
+def calibration_files(paths: list[str] | None) -> list[str] | None:
+    """The files of a ``--calibration`` option (repeatable), a folder standing for its images
+    (sorted); None without the option. A missing path or no image at all is a one-line error."""
+    if not paths:
+        return None
+    files: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(str(p))
+        else:
+            raise OFAError(f"--calibration: {p}: no such file or folder")
+    if not files:
+        raise OFAError(f"--calibration: no images in {' '.join(paths)}")
+    return files

@@ -31,6 +31,9 @@ __all__ = ["load_image", "decode_base64_image", "ImageSource"]
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
 
 _B64_CHARS = re.compile(r"[A-Za-z0-9+/\-_]*={0,2}")
+#: the file suffixes read as images where a folder stands for its images
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
 _DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,", re.IGNORECASE)
 # Leading bytes of the formats an OFA data file realistically holds; used only to tell raw
 # image bytes from base64 text in a bytes object.
