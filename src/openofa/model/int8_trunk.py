@@ -64,8 +64,8 @@ def activation_max() -> int:
 
 
 class _QConv:
-    """One convolution of the int8 trunk: packed int8 weight, float32 bias, and the scale and
-    zero point of its input and of its output."""
+    """One convolution of the int8 trunk: int8 weight (packed at the first call), float32 bias,
+    and the scale and zero point of its input and of its output."""
 
     def __init__(self, conv: nn.Conv2d, x_scale: float, x_zp: int, y_scale: float, y_zp: int) -> None:
         w = conv.weight.detach().float()
@@ -78,9 +78,13 @@ class _QConv:
         self.bias = None if conv.bias is None else conv.bias.detach().float().clone()
         self.x_scale, self.x_zp, self.y_scale, self.y_zp = x_scale, x_zp, y_scale, y_zp
 
-    def pack(self, q):
+    def pack(self, q: torch.Tensor) -> None:
+        """Pack the int8 weight for oneDNN at the first call, for that input's shape (packed for an
+        unknown shape, some block convolutions ran ~2x slower); the plain int8 copy goes then."""
         if self.weight is None:
-            self.weight = torch.ops.onednn.qconv_prepack(self.qw, self.w_scale, self.x_scale, self.x_zp, *self.args, list(q.shape))
+            self.weight = torch.ops.onednn.qconv_prepack(self.qw, self.w_scale, self.x_scale, self.x_zp,
+                                                         *self.args, list(q.shape))
+            self.qw = None
 
     def __call__(self, q: torch.Tensor, unary: str = "none") -> torch.Tensor:
         self.pack(q)
