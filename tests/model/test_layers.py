@@ -23,7 +23,13 @@ def test_gelu_in_reduced_precision_is_the_float32_gelu_rounded_once():
         got = _gelu(x)
         assert got.dtype == dtype
         normal = x.float().abs() >= 1e-30
-        assert torch.equal(got[normal], want[normal]), dtype
+        if dtype == torch.float16:  # the same casts: the same values
+            assert torch.equal(got[normal], want[normal])
+        else:  # PyTorch's bf16 kernel: equal here; another CPU's vector path may round an input an ulp apart
+            same = (got[normal] == want[normal]).float().mean().item()
+            gap = (got[normal].float() - want[normal].float()).abs()
+            close = (gap <= 2 ** -7 * want[normal].float().abs()) | (got[normal] == want[normal])  # inf == inf
+            assert same >= 0.999 and close.all(), same
         assert (got[~normal].float().abs() < 1e-30).all() and (want[~normal].float().abs() < 1e-30).all()
     x = torch.randn(1000)
     assert torch.equal(_gelu(x), F.gelu(x))
